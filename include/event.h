@@ -1,0 +1,160 @@
+/*
+ * event.h - the Event: a descriptor (or a deadline) plus the callback to run when it is
+ * ready, scheduled on one of the framework's scheduler threads ("shards").
+ *
+ * Threads and ownership (docs/architecture.md): every Event has one owner shard. Only the
+ * owner runs its callback, changes its scheduling state or frees it after a callback
+ * returns 0. An Event built on a shard thread belongs to that shard; one built on any
+ * other thread is placed when first scheduled: fd Events on shard (fd mod N), so that all
+ * Events of one descriptor meet on one shard, timers round-robin; ec_event_place() picks
+ * a shard explicitly. Functions documented "owner thread" act on the calling shard; from
+ * any other thread they fail with EPERM and a log line.
+ *
+ * The callback's return value is the Event's new interest mask: returning the mask that
+ * is already registered costs no system call; returning 0 ends the Event and the
+ * scheduler frees it (not its descriptor) once the callback has returned. Readiness is
+ * level-triggered as callbacks see it, and a callback is never run with a readiness bit
+ * its descriptor does not have.
+ */
+#ifndef EC_EVENT_H
+#define EC_EVENT_H
+
+#include "ec_config.h"
+#include "ec_log.h"
+#include "ec_malloc.h"
+
+#include <pthread.h>
+
+/* Interest and readiness bits. */
+#define E_READ      0x00000001
+#define E_WRITE     0x00000002
+#define E_EXCEPTION 0x00000004
+#define E_TIMEOUT   0x00000008
+#define E_ASYNC     0x00000010 /* internal */
+
+/* build_fd_event's `aggressive` levels: how many times in a row one shard iteration may
+ * dispatch an Event whose descriptor is still ready (1, 2, 4, 16). */
+#define E_AGGRESSIVE_NONE 0
+#define E_AGGRESSIVE_LOW  1
+#define E_AGGRESSIVE_MED  2
+#define E_AGGRESSIVE_HIGH 3
+
+typedef struct _Event Event;
+
+typedef int (*EventFunc)(Event *event, int eventtype, void *closure, struct timeval *now);
+
+/*
+ * The I/O operations of an Event (plain sockets when io_opset is NULL; TLS installs its
+ * own). Read and write return bytes or -1 with errno and set *needmask to the interest
+ * that lets the operation progress (a TLS read may need E_WRITE).
+ */
+typedef int (*AcceptFunc)(Event *e, struct sockaddr *addr, socklen_t *addrlen);
+typedef int (*ReadFunc)(Event *e, void *buf, int len, int *needmask);
+typedef int (*WriteFunc)(Event *e, const void *buf, int len, int *needmask);
+typedef int (*CloseFunc)(Event *e);
+typedef ssize_t (*SendFileFunc)(Event *e, int in_fd, off_t *offset, size_t count, int *needmask);
+typedef void (*DupFunc)(Event *dst, Event *src);
+typedef void (*ReleaseFunc)(Event *e);
+
+typedef struct ec_event_io_opset {
+  AcceptFunc event_accept;
+  ReadFunc event_read;
+  WriteFunc event_write;
+  CloseFunc event_close;
+  SendFileFunc event_sendfile;
+  /* ecshard additions, may be NULL: */
+  DupFunc event_dup;         /* event_post_dup: move io_data from src to dst */
+  ReleaseFunc event_release; /* event_free of an Event that still holds io_data */
+} event_io_opset;
+
+/* Framework-private state of an Event. Do not touch; event_post_dup resets it in a copy. */
+struct ec_event_priv {
+  int32_t owner;        /* owning shard, -1 until placed */
+  uint32_t gen;         /* fd-table generation of the current registration */
+  uint16_t state;       /* idle / scheduled / floating / timer */
+  uint16_t flags;       /* dispatching, dead, queued, ... */
+  int regmask;          /* interest registered with the poller */
+  int pending_mask;     /* dispatch requested on the owner (local run queue) */
+  unsigned refs;        /* queued references (mailbox messages, run queue); atomic */
+  uint32_t magic;       /* catches Events not made by build_* or memcpy'd without post_dup */
+  int32_t heap_index;   /* timers: position in the shard's timer heap, -1 if none */
+  uint64_t deadline_ns; /* timers: CLOCK_MONOTONIC deadline */
+  uint64_t seq;         /* timers: scheduling order, for equal deadlines */
+  Event *next;          /* owner-local queues */
+};
+
+struct _Event {
+  struct timeval trigger;   /* timed events: absolute wall-clock deadline */
+  void *io_data;            /* per-connection I/O state of io_opset (TLS session, ...) */
+  event_io_opset *io_opset; /* NULL: plain descriptor I/O */
+  int aggressive : 4;
+  int trace : 1;
+  int unused : 27;
+  int mask; /* interest: E_READ | E_WRITE | E_EXCEPTION */
+  int fd;   /* descriptor, -1 for a timer */
+  EventFunc callback;
+  void *closure;
+  pthread_t scheduled_thread; /* thread of the owner shard once placed */
+  struct ec_event_priv _priv;
+};
+
+/*
+ * Allocates an Event for non-blocking descriptor `fd` with interest `mask`, `aggressive`
+ * (E_AGGRESSIVE_*), `callback` and `closure`. Not scheduled yet: see schedule_event().
+ * Any thread. Returns NULL (errno EINVAL or ENOMEM) on failure.
+ */
+EC_API Event *build_fd_event(int fd, int mask, int aggressive, EventFunc callback, void *closure);
+
+/*
+ * Reads up to `len` bytes through the Event's I/O operations (read(2) semantics).
+ * Returns the byte count, 0 at end of stream, or -1 with errno; EAGAIN means "return
+ * *needmask from the callback". *needmask is set on every call. Owner thread (or any
+ * thread for an Event that is not scheduled).
+ *
+ * The seed also calls event_read(event->fd, ...): with an int first argument this macro
+ * reads the descriptor directly (DESIGN §3.1). Because event_read is also a function-like
+ * macro, call an opset's member as (ops->event_read)(e, ...).
+ */
+EC_API int event_read(Event *e, void *buf, int len, int *needmask);
+EC_API int ec_event_read_fd(int fd, void *buf, int len, int *needmask);
+#define event_read(e, buf, len, needmask)                                                          \
+  _Generic((e), int : ec_event_read_fd, default : event_read)((e), (buf), (len), (needmask))
+
+/*
+ * Writes up to `len` bytes; returns the number written (partial writes happen) or -1
+ * with errno (EAGAIN: return *needmask). Never raises SIGPIPE. *needmask is always set.
+ */
+EC_API int event_write(Event *e, const void *buf, int len, int *needmask);
+
+/*
+ * Unregisters the Event from its shard and closes its descriptor through its I/O
+ * operations; e->fd becomes -1. Does not free the Event. Returns 0, or -1 with errno
+ * (EPERM: called off the owner shard while scheduled; EBADF: nothing to close).
+ */
+EC_API int event_close(Event *e);
+
+/*
+ * Frees an Event that is neither scheduled nor being dispatched nor referenced by queued
+ * messages; otherwise it refuses with a log line and errno EBUSY. Releases io_data
+ * through the opset if still set. Does not close the descriptor. NULL is ignored.
+ */
+EC_API void event_free(Event *e);
+
+/*
+ * Completes a duplicate made with `dst = ec_malloc(MEMTYPE_EVENT); memcpy(dst, src,
+ * sizeof(*src))`: dst becomes an unscheduled Event of the same owner shard, and the
+ * per-connection I/O state (io_data) moves from src to dst, so freeing src later does
+ * not release it.
+ */
+EC_API void event_post_dup(Event *dst, Event *src);
+
+/*
+ * Places an Event that has not been scheduled yet on shard `shard` (0..ec_shard_count()-1),
+ * overriding the default placement. Returns 0, -EINVAL (bad shard) or -EBUSY (scheduled).
+ */
+EC_API int ec_event_place(Event *e, int shard);
+
+/* Owner shard of an Event, or -1 if not placed yet. */
+EC_API int ec_event_shard(const Event *e);
+
+#endif /* EC_EVENT_H */
