@@ -1,0 +1,67 @@
+/*
+ * framework/internal.h - services shared inside the library (prefix fw__). Not installed.
+ */
+#ifndef EC_FRAMEWORK_INTERNAL_H
+#define EC_FRAMEWORK_INTERNAL_H
+
+#include "ec_config.h"
+#include "ec_framework.h"
+#include "ec_log.h"
+#include "ec_malloc.h"
+
+#include <libconfig.h>
+
+/* ---- configuration (framework/config.c) ----------------------------------------------- */
+
+/*
+ * Builds the effective configuration: the embedded defaults, then opts->config_file or
+ * opts->config_text, then opts->set overrides, then opts->shards. Every layer is
+ * checked against the schema (unknown settings and wrong types are errors that name the
+ * file and line). Logs each error; returns 0 or -EINVAL / -ENOENT / -ENOMEM.
+ */
+int fw__config_load(const ec_framework_options *opts);
+
+/* Releases the effective configuration. */
+void fw__config_unload(void);
+
+/* The effective configuration (valid between load and unload), for sections that iterate
+ * groups (listeners, thread pools). */
+const config_t *fw__config(void);
+
+/*
+ * Validates `text` (origin names it in messages) without loading it. 0 or -EINVAL; the
+ * first error is written to errbuf. For tools and tests.
+ */
+int fw__config_check_text(const char *text, const char *origin, char *errbuf, size_t errlen);
+
+/* ---- logging (framework/log.c) -------------------------------------------------------- */
+
+/* Applies the `log` and `debug_flags` sections and starts the logger thread. 0 or -errno. */
+int fw__log_start(void);
+
+/* Writes out everything queued and stops the logger thread; later messages are written
+ * synchronously. */
+void fw__log_stop(void);
+
+/* Names the calling thread in log lines ("shard 3", "main"); `name` is copied. */
+void fw__log_thread_name(const char *name);
+
+/* ---- allocator (framework/alloc.c) ---------------------------------------------------- */
+
+/* Folds the calling thread's memtype counters into the process totals (thread exit). */
+void fw__alloc_thread_exit(void);
+
+/* ---- life cycle (framework/framework.c) ---------------------------------------------- */
+
+/* 1 between ec_framework_start() and ec_framework_stop(). Any thread. */
+int fw__shards_running(void);
+
+/* ---- utilities ------------------------------------------------------------------------ */
+
+/* Number of online CPUs usable by this process (affinity mask), at least 1. */
+int fw__cpu_count(void);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t fw__mono_ns(void);
+
+#endif /* EC_FRAMEWORK_INTERNAL_H */
