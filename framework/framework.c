@@ -1,0 +1,186 @@
+/*
+ * framework/framework.c - bootstrap: init, start, stop, join, run (DESIGN §3.13).
+ */
+#include "framework/internal.h"
+#include "shard/shard.h"
+
+#include <ck_pr.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+#if defined(HAVE_SYS_EVENTFD_H)
+#include <sys/eventfd.h>
+#endif
+
+enum { FW_DOWN, FW_INIT, FW_RUNNING, FW_STOPPING };
+
+static int state = FW_DOWN;  /* atomic */
+static int run_stop_fd = -1; /* ec_framework_run's wakeup, written by stop */
+static pthread_mutex_t lifecycle = PTHREAD_MUTEX_INITIALIZER;
+
+int fw__shards_running(void)
+{
+  return ck_pr_load_int(&state) == FW_RUNNING;
+}
+
+int ec_framework_initialized(void)
+{
+  return ck_pr_load_int(&state) != FW_DOWN;
+}
+
+int ec_framework_init(const ec_framework_options *opts)
+{
+  long long n, budget, nevents;
+  const char *poller;
+  int rc;
+
+  pthread_mutex_lock(&lifecycle);
+  if (ck_pr_load_int(&state) != FW_DOWN) {
+    pthread_mutex_unlock(&lifecycle);
+    ec_debug_printf(DERROR, EC_LOG_START, "ec_framework_init: already initialised");
+    return -EALREADY;
+  }
+  rc = fw__config_load(opts);
+  if (rc < 0)
+    goto out;
+  rc = fw__log_start();
+  if (rc < 0) {
+    fw__config_unload();
+    goto out;
+  }
+  n = ec_config_get_int("event_loop.concurrency", 0);
+  if (n <= 0)
+    n = fw__cpu_count();
+  poller = ec_config_get_string("event_loop.poller", "auto");
+  budget = ec_config_get_int("event_loop.mailbox_budget", 1024);
+  nevents = ec_config_get_int("event_loop.events_per_wait", 512);
+  if (budget < 1)
+    budget = 1;
+  if (nevents < 1)
+    nevents = 1;
+  rc = shard__create_all((int)n, poller, (int)budget, (int)nevents);
+  if (rc < 0) {
+    fw__log_stop();
+    fw__config_unload();
+    goto out;
+  }
+  ck_pr_store_int(&state, FW_INIT);
+  ec_debug_printf(DNOTICE, EC_LOG_START, "ecshard %s: %lld shards, %s poller",
+                  ECSHARD_VERSION_STRING, n, ec_poller_name());
+out:
+  pthread_mutex_unlock(&lifecycle);
+  return rc;
+}
+
+int ec_framework_start(void)
+{
+  int rc;
+
+  pthread_mutex_lock(&lifecycle);
+  if (ck_pr_load_int(&state) != FW_INIT) {
+    pthread_mutex_unlock(&lifecycle);
+    return ck_pr_load_int(&state) == FW_DOWN ? -EINVAL : -EALREADY;
+  }
+  rc = shard__start_all();
+  if (rc == 0)
+    ck_pr_store_int(&state, FW_RUNNING);
+  pthread_mutex_unlock(&lifecycle);
+  return rc;
+}
+
+void ec_framework_stop(void)
+{
+  uint64_t one = 1;
+  ssize_t n;
+
+  /* Async-signal-safe: atomics and write(2) only, no lock. */
+  if (ck_pr_load_int(&state) == FW_DOWN)
+    return;
+  ck_pr_cas_int(&state, FW_RUNNING, FW_STOPPING);
+  shard__stop_all();
+  if (ck_pr_load_int(&run_stop_fd) >= 0) {
+    n = write(ck_pr_load_int(&run_stop_fd), &one, sizeof(one));
+    (void)n;
+  }
+}
+
+int ec_framework_join(void)
+{
+  pthread_mutex_lock(&lifecycle);
+  if (ck_pr_load_int(&state) == FW_DOWN) {
+    pthread_mutex_unlock(&lifecycle);
+    return -EINVAL;
+  }
+  if (shard__self() != NULL) {
+    pthread_mutex_unlock(&lifecycle);
+    ec_debug_printf(DERROR, EC_LOG_START, "ec_framework_join called on a shard");
+    return -EDEADLK;
+  }
+  /* Shards that never started have nothing to wait for; running ones finish on stop. */
+  shard__join_all();
+  shard__destroy_all();
+  ec_debug_printf(DINFO, EC_LOG_START, "ecshard stopped");
+  fw__log_stop();
+  fw__config_unload();
+  fw__alloc_thread_exit();
+  ck_pr_store_int(&state, FW_DOWN);
+  pthread_mutex_unlock(&lifecycle);
+  return 0;
+}
+
+int ec_framework_run(void)
+{
+  sigset_t sigs, old;
+  struct pollfd p[2];
+  int sfd, efd, rc, rc2;
+
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, &old);
+  sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+  efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (sfd < 0 || efd < 0) {
+    rc = -errno;
+    ec_debug_printf(DCRITICAL, EC_LOG_START, "ec_framework_run: signalfd/eventfd: %s",
+                    strerror(errno));
+    goto out;
+  }
+  ck_pr_store_int(&run_stop_fd, efd);
+  rc = ec_framework_start();
+  if (rc < 0)
+    goto out;
+  p[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
+  p[1] = (struct pollfd){.fd = efd, .events = POLLIN};
+  for (;;) {
+    if (ck_pr_load_int(&state) != FW_RUNNING)
+      break;
+    if (poll(p, 2, -1) < 0 && errno != EINTR)
+      break;
+    if (p[0].revents) {
+      struct signalfd_siginfo si;
+
+      if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        ec_debug_printf(DNOTICE, EC_LOG_SIG, "signal %u: stopping", si.ssi_signo);
+      break;
+    }
+    if (p[1].revents)
+      break;
+  }
+  ec_framework_stop();
+out:
+  ck_pr_store_int(&run_stop_fd, -1);
+  rc2 = ec_framework_join();
+  if (rc == 0)
+    rc = rc2;
+  if (sfd >= 0)
+    close(sfd);
+  if (efd >= 0)
+    close(efd);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}

@@ -1,0 +1,751 @@
+/*
+ * shard/shard.c - shard threads, the fd-keyed Event table, dispatch and the loop.
+ *
+ * One iteration of a shard (docs/architecture.md has the picture):
+ *   1. sample the clock once (callbacks get this `now`);
+ *   2. handle up to mailbox_budget mailbox messages (schedules, dispatch requests, closures
+ *      posted by other threads);
+ *   3. run local dispatch requests (schedule_event_and_dispatch made on this shard) and the
+ *      recurrent functions;
+ *   4. wait for readiness: 0 timeout if work is already queued, otherwise sleep (the
+ *      mailbox wakes us, see mailbox.c);
+ *   5. dispatch the ready Events, dropping stale readiness by generation.
+ * An Event whose callback returned 0 is freed right after its callback returns, unless a
+ * queued message or run-queue entry still refers to it; then the last reference frees it.
+ */
+#include "shard/shard.h"
+#include "framework/internal.h"
+
+#include <ck_pr.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static shard *shards;
+static int nshards;
+static int stopping;      /* set by shard__stop_all (any thread, signal handlers) */
+static unsigned place_rr; /* round-robin placement of timers */
+static __thread shard *self;
+
+int shard__count(void)
+{
+  return nshards;
+}
+
+shard *shard__get(int id)
+{
+  return id >= 0 && id < nshards ? &shards[id] : NULL;
+}
+
+shard *shard__self(void)
+{
+  return self;
+}
+
+static void counter_add(uint64_t *c, uint64_t n)
+{
+  /* Owner-written counter read by other threads (ec_shard_stats_get). */
+  ck_pr_store_64(c, *c + n);
+}
+
+static void update_now(shard *s)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  s->now.tv_sec = ts.tv_sec;
+  s->now.tv_usec = ts.tv_nsec / 1000;
+  s->now_ns = fw__mono_ns();
+}
+
+/* ---- the fd table ------------------------------------------------------------------------ */
+
+static int table_reserve(shard *s, int fd)
+{
+  int cap = s->fd_cap ? s->fd_cap : 64;
+  Event **ev;
+  uint32_t *gens;
+
+  if (fd < s->fd_cap)
+    return 0;
+  while (cap <= fd)
+    cap *= 2;
+  ev = ec_realloc(MEMTYPE_FD_TABLE, s->fd_events, sizeof(*ev) * (size_t)cap);
+  if (ev == NULL)
+    return -ENOMEM;
+  s->fd_events = ev;
+  gens = ec_realloc(MEMTYPE_FD_TABLE, s->fd_gens, sizeof(*gens) * (size_t)cap);
+  if (gens == NULL)
+    return -ENOMEM;
+  s->fd_gens = gens;
+  memset(ev + s->fd_cap, 0, sizeof(*ev) * (size_t)(cap - s->fd_cap));
+  memset(gens + s->fd_cap, 0, sizeof(*gens) * (size_t)(cap - s->fd_cap));
+  s->fd_cap = cap;
+  return 0;
+}
+
+static void floating_remove(shard *s, Event *e)
+{
+  for (int i = 0; i < s->nfloating; i++) {
+    if (s->floating[i] == e) {
+      s->floating[i] = s->floating[--s->nfloating];
+      s->floating[s->nfloating] = NULL;
+      return;
+    }
+  }
+}
+
+static int floating_add(shard *s, Event *e)
+{
+  if (s->nfloating == s->floating_cap) {
+    int cap = s->floating_cap ? s->floating_cap * 2 : 16;
+    Event **f = ec_realloc(MEMTYPE_FD_TABLE, s->floating, sizeof(*f) * (size_t)cap);
+
+    if (f == NULL)
+      return -ENOMEM;
+    s->floating = f;
+    s->floating_cap = cap;
+  }
+  s->floating[s->nfloating++] = e;
+  return 0;
+}
+
+static int set_interest(shard *s, Event *e, int mask)
+{
+  int rc;
+
+  mask &= E_READ | E_WRITE | E_EXCEPTION;
+  if (mask == e->_priv.regmask)
+    return 0;
+  rc = s->ops->ctl(s->poller, e->fd, e->_priv.gen, e->_priv.regmask, mask);
+  counter_add(&s->counters.ctl, 1);
+  if (rc < 0)
+    return rc;
+  e->_priv.regmask = mask;
+  return 0;
+}
+
+int shard__unregister(shard *s, Event *e)
+{
+  switch (e->_priv.state) {
+  case SHARD__EV_SCHEDULED:
+    if (e->fd >= 0 && e->fd < s->fd_cap && s->fd_events[e->fd] == e) {
+      int rc = set_interest(s, e, 0);
+
+      if (rc < 0)
+        ec_debug_printf(DWARNING, EC_LOG_SHARD, "shard %d: %s ctl(fd %d, remove) failed: %s", s->id,
+                        s->ops->name, e->fd, strerror(-rc));
+      s->fd_events[e->fd] = NULL;
+      s->fd_gens[e->fd]++; /* readiness collected for the old registration is now stale */
+      counter_add(&s->counters.scheduled_fds, (uint64_t)-1);
+    }
+    break;
+  case SHARD__EV_FLOATING:
+    floating_remove(s, e);
+    break;
+  default:
+    break;
+  }
+  e->_priv.regmask = 0;
+  e->_priv.state = SHARD__EV_IDLE;
+  return 0;
+}
+
+int shard__schedule_local(shard *s, Event *e)
+{
+  int rc;
+
+  if (e->fd < 0)
+    return -EINVAL; /* timers arrive with the timer subsystem */
+  if (e->_priv.state == SHARD__EV_SCHEDULED && e->fd < s->fd_cap && s->fd_events[e->fd] == e)
+    return set_interest(s, e, e->mask);
+  if (e->_priv.state == SHARD__EV_FLOATING)
+    floating_remove(s, e);
+  e->_priv.state = SHARD__EV_IDLE;
+  rc = table_reserve(s, e->fd);
+  if (rc < 0)
+    return rc;
+  if (s->fd_events[e->fd] != NULL) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD,
+                    "shard %d: schedule_event(%p): fd %d already has scheduled Event %p", s->id,
+                    (void *)e, e->fd, (void *)s->fd_events[e->fd]);
+    return -EEXIST;
+  }
+  e->_priv.gen = ++s->fd_gens[e->fd];
+  e->_priv.regmask = 0;
+  rc = set_interest(s, e, e->mask);
+  if (rc < 0) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: %s ctl(fd %d, add) failed: %s", s->id,
+                    s->ops->name, e->fd, strerror(-rc));
+    s->fd_gens[e->fd]++;
+    return rc;
+  }
+  s->fd_events[e->fd] = e;
+  e->_priv.state = SHARD__EV_SCHEDULED;
+  e->scheduled_thread = pthread_self();
+  counter_add(&s->counters.scheduled_fds, 1);
+  return 0;
+}
+
+void shard__float(shard *s, Event *e)
+{
+  if (e->_priv.state == SHARD__EV_FLOATING)
+    return;
+  shard__unregister(s, e);
+  if (floating_add(s, e) < 0) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: float_event(%p): out of memory", s->id,
+                    (void *)e);
+    return;
+  }
+  e->_priv.state = SHARD__EV_FLOATING;
+}
+
+/* ---- Event lifetime ---------------------------------------------------------------------- */
+
+void shard__event_destroy(Event *e)
+{
+  if (e->io_data != NULL && e->io_opset != NULL && e->io_opset->event_release != NULL)
+    e->io_opset->event_release(e);
+  e->_priv.magic = 0;
+  ec_free(MEMTYPE_EVENT, e);
+}
+
+/* The callback returned 0 (or the framework is shutting down): unregister and free, or
+ * leave freeing to the last queued reference. */
+static void retire(shard *s, Event *e)
+{
+  shard__unregister(s, e);
+  e->_priv.flags |= SHARD__EVF_DEAD;
+  /* Pairs with the increment in shard__post: a message posted for this Event before it
+   * died is counted here, and its handler frees the Event when it drops the count. */
+  if (ck_pr_load_uint(&e->_priv.refs) == 0)
+    shard__event_destroy(e);
+}
+
+void shard__event_unref(shard *s, Event *e)
+{
+  (void)s;
+  /* Pairs with ck_pr_inc_uint in shard__post / shard__request_dispatch. */
+  if (ck_pr_faa_uint(&e->_priv.refs, (unsigned)-1) == 1 && (e->_priv.flags & SHARD__EVF_DEAD))
+    shard__event_destroy(e);
+}
+
+/* ---- dispatch ---------------------------------------------------------------------------- */
+
+/* Repeats allowed per iteration for each aggressive level. */
+static const int aggressive_rounds[4] = {1, 2, 4, 16};
+
+static int still_ready(int fd, int mask)
+{
+  struct pollfd p = {.fd = fd, .events = 0};
+  int r = 0;
+
+  if (mask & E_READ)
+    p.events |= POLLIN;
+  if (mask & E_WRITE)
+    p.events |= POLLOUT;
+  if (poll(&p, 1, 0) <= 0)
+    return 0;
+  if (p.revents & (POLLIN | POLLHUP | POLLERR))
+    r |= mask & E_READ;
+  if (p.revents & (POLLOUT | POLLHUP | POLLERR))
+    r |= mask & E_WRITE;
+  return r;
+}
+
+/* Applies a callback's return value: the Event's new interest mask, 0 = done. Returns 1
+ * if the Event is still scheduled for I/O, 0 if it was retired (and may be freed). */
+static int apply_result(shard *s, Event *e, int ret)
+{
+  int rc;
+
+  if (ret == 0) {
+    retire(s, e);
+    return 0;
+  }
+  if (e->fd < 0) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD,
+                    "shard %d: callback of Event %p returned mask 0x%x after event_close; "
+                    "freeing it",
+                    s->id, (void *)e, ret);
+    retire(s, e);
+    return 0;
+  }
+  e->mask = ret;
+  if (e->_priv.state == SHARD__EV_SCHEDULED)
+    rc = set_interest(s, e, ret);
+  else if (e->_priv.state == SHARD__EV_FLOATING)
+    return 0; /* float_event() in the callback: stays parked */
+  else
+    rc = shard__schedule_local(s, e); /* cleared during the callback: schedule again */
+  if (rc < 0) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD,
+                    "shard %d: Event %p (fd %d): cannot watch for mask 0x%x: %s; freeing it", s->id,
+                    (void *)e, e->fd, ret, strerror(-rc));
+    retire(s, e);
+    return 0;
+  }
+  return 1;
+}
+
+void shard__dispatch(shard *s, Event *e, int mask)
+{
+  int rounds = aggressive_rounds[e->aggressive & 3];
+
+  for (;;) {
+    int ret;
+
+    e->_priv.flags |= SHARD__EVF_DISPATCHING;
+    s->current = e;
+    ret = e->callback(e, mask, e->closure, &s->now);
+    s->current = NULL;
+    e->_priv.flags &= ~SHARD__EVF_DISPATCHING;
+    counter_add(&s->counters.dispatched, 1);
+    /* E_AGGRESSIVE_*: run again while the descriptor is still ready for what the callback
+     * asks, instead of waiting for the next poller round. poll(2) confirms readiness so a
+     * callback never sees a bit its descriptor does not have. */
+    if (!apply_result(s, e, ret) || --rounds <= 0)
+      return;
+    mask = still_ready(e->fd, ret & (E_READ | E_WRITE));
+    if (mask == 0)
+      return;
+  }
+}
+
+void shard__request_dispatch(shard *s, Event *e, int mask)
+{
+  e->_priv.pending_mask |= mask;
+  if (e->_priv.flags & SHARD__EVF_QUEUED)
+    return;
+  e->_priv.flags |= SHARD__EVF_QUEUED;
+  ck_pr_inc_uint(&e->_priv.refs); /* the run queue's reference, dropped in run_local */
+  e->_priv.next = NULL;
+  if (s->runq_tail)
+    s->runq_tail->_priv.next = e;
+  else
+    s->runq_head = e;
+  s->runq_tail = e;
+}
+
+/* Runs the dispatch requests queued so far (not those they queue in turn). */
+static void run_local(shard *s)
+{
+  Event *e = s->runq_head;
+
+  s->runq_head = s->runq_tail = NULL;
+  while (e != NULL) {
+    Event *next = e->_priv.next;
+    int mask = e->_priv.pending_mask;
+
+    e->_priv.pending_mask = 0;
+    e->_priv.flags &= ~SHARD__EVF_QUEUED;
+    e->_priv.next = NULL;
+    if (!(e->_priv.flags & SHARD__EVF_DEAD) && mask != 0)
+      shard__dispatch(s, e, mask);
+    shard__event_unref(s, e);
+    e = next;
+  }
+}
+
+/* Translates poller readiness into the bits the Event asked for. Hangups and errors wake
+ * whatever the Event waits for, so that its read or write reports them. */
+static int ready_mask(int revents, int interest)
+{
+  int m = revents & (E_READ | E_WRITE | E_EXCEPTION);
+
+  if (revents & (SHARD__POLL_HUP | SHARD__POLL_ERR))
+    m |= E_READ | E_WRITE;
+  if (revents & SHARD__POLL_ERR)
+    m |= E_EXCEPTION;
+  return m & interest;
+}
+
+static void dispatch_ready(shard *s, int n)
+{
+  for (int i = 0; i < n; i++) {
+    shard__poll_event *pe = &s->events[i];
+    Event *e;
+    int mask;
+
+    if (pe->fd == s->wakefd_read && pe->gen == UINT32_MAX) {
+      shard__wakefd_drain(s);
+      continue;
+    }
+    if (pe->fd < 0 || pe->fd >= s->fd_cap)
+      continue;
+    e = s->fd_events[pe->fd];
+    /* Stale: the descriptor was unregistered (and maybe reused) earlier in this batch. */
+    if (e == NULL || s->fd_gens[pe->fd] != pe->gen || e->_priv.gen != pe->gen)
+      continue;
+    mask = ready_mask(pe->revents, e->_priv.regmask);
+    if (mask != 0)
+      shard__dispatch(s, e, mask);
+  }
+}
+
+static void run_recurrent(shard *s)
+{
+  for (struct shard__recurrent *r = s->recurrent; r; r = r->next)
+    r->fn(r->closure, &s->now);
+}
+
+static int64_t wait_timeout(shard *s)
+{
+  if (s->runq_head != NULL || s->backlog_head != NULL)
+    return 0;
+  if (s->recurrent != NULL)
+    return 1000000000; /* recurrent functions run at least once a second */
+  return -1;
+}
+
+static void iterate(shard *s)
+{
+  int64_t timeout;
+  int n;
+
+  update_now(s);
+  shard__mailbox_drain(s, s->mailbox_budget);
+  run_local(s);
+  run_recurrent(s);
+  timeout = wait_timeout(s);
+  if (timeout != 0 && !shard__prepare_sleep(s))
+    timeout = 0;
+  if (timeout != 0)
+    counter_add(&s->counters.sleeps, 1);
+  n = s->ops->wait(s->poller, s->events, s->events_max, timeout);
+  if (timeout != 0)
+    shard__end_sleep(s);
+  if (n < 0 && n != -EINTR)
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: %s wait failed: %s", s->id, s->ops->name,
+                    strerror(-n));
+  update_now(s);
+  if (n > 0)
+    dispatch_ready(s, n);
+  run_local(s);
+  counter_add(&s->counters.iterations, 1);
+}
+
+static void *shard_main(void *arg)
+{
+  shard *s = arg;
+  char name[32];
+
+  self = s;
+  snprintf(name, sizeof(name), "shard %d", s->id);
+  fw__log_thread_name(name);
+  snprintf(name, sizeof(name), "ecshard/%d", s->id);
+  pthread_setname_np(pthread_self(), name);
+  while (!ck_pr_load_int(&stopping))
+    iterate(s);
+  /* Messages posted before the stop request are still handled here (join handles any
+   * that arrive later). */
+  update_now(s);
+  shard__mailbox_flush(s);
+  run_local(s);
+  fw__alloc_thread_exit();
+  self = NULL;
+  return NULL;
+}
+
+/* ---- creation, start, stop, join ----------------------------------------------------------- */
+
+static int shard_init(shard *s, int id, const shard__poller_ops *ops, int budget, int nevents)
+{
+  int rc;
+
+  s->id = id;
+  s->ops = ops;
+  s->wakefd = s->wakefd_read = -1;
+  s->mailbox_budget = budget;
+  s->events_max = nevents;
+  s->events = ec_malloc_size(MEMTYPE_FD_TABLE, sizeof(*s->events) * (size_t)nevents);
+  if (s->events == NULL)
+    return -ENOMEM;
+  rc = ops->create(&s->poller, 1024);
+  if (rc < 0)
+    return rc;
+  rc = shard__wakefd_open(s);
+  if (rc < 0)
+    return rc;
+  /* The wakeup descriptor carries a generation no Event registration can have. */
+  rc = ops->ctl(s->poller, s->wakefd_read, UINT32_MAX, 0, E_READ);
+  if (rc < 0)
+    return rc;
+  update_now(s);
+  return 0;
+}
+
+static void shard_fini(shard *s)
+{
+  /* Anything still queued (posted after the shard exited) is handled as if on the shard,
+   * then everything scheduled is closed and freed. */
+  self = s;
+  shard__mailbox_flush(s);
+  run_local(s);
+  for (int fd = 0; fd < s->fd_cap; fd++) {
+    Event *e = s->fd_events[fd];
+
+    if (e != NULL) {
+      shard__unregister(s, e);
+      event_close(e);
+      retire(s, e);
+    }
+  }
+  while (s->nfloating > 0) {
+    Event *e = s->floating[0];
+
+    shard__unregister(s, e);
+    event_close(e);
+    retire(s, e);
+  }
+  for (struct shard__recurrent *r = s->recurrent, *next; r; r = next) {
+    next = r->next;
+    ec_free(MEMTYPE_GENERIC, r);
+  }
+  self = NULL;
+  if (s->poller)
+    s->ops->destroy(s->poller);
+  shard__wakefd_close(s);
+  ec_free(MEMTYPE_FD_TABLE, s->fd_events);
+  ec_free(MEMTYPE_FD_TABLE, s->fd_gens);
+  ec_free(MEMTYPE_FD_TABLE, s->floating);
+  ec_free(MEMTYPE_FD_TABLE, s->events);
+}
+
+int shard__create_all(int n, const char *poller_name, int mailbox_budget, int events_per_wait)
+{
+  const shard__poller_ops *ops = shard__poller_by_name(poller_name);
+  int rc;
+
+  if (ops == NULL) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "poller '%s' is not available on this platform",
+                    poller_name ? poller_name : "auto");
+    return -EINVAL;
+  }
+  /* The mailbox and the sleeping flag sit on cache lines of their own (CK_CC_CACHELINE),
+   * which the memtyped allocator's 16-byte alignment would not honour. */
+  shards = aligned_alloc(CK_MD_CACHELINE, sizeof(*shards) * (size_t)n);
+  if (shards == NULL)
+    return -ENOMEM;
+  memset(shards, 0, sizeof(*shards) * (size_t)n);
+  nshards = n;
+  ck_pr_store_int(&stopping, 0);
+  place_rr = 0;
+  for (int i = 0; i < n; i++) {
+    rc = shard_init(&shards[i], i, ops, mailbox_budget, events_per_wait);
+    if (rc < 0) {
+      ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: cannot create %s poller: %s", i, ops->name,
+                      strerror(-rc));
+      shard__destroy_all();
+      return rc;
+    }
+  }
+  return 0;
+}
+
+void shard__destroy_all(void)
+{
+  for (int i = 0; i < nshards; i++)
+    shard_fini(&shards[i]);
+  free(shards);
+  shards = NULL;
+  nshards = 0;
+}
+
+int shard__start_all(void)
+{
+  sigset_t all, old;
+  int rc = 0;
+
+  /* Shards never take process signals: ec_framework_run waits for them on its own. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  for (int i = 0; i < nshards; i++) {
+    rc = -pthread_create(&shards[i].thread, NULL, shard_main, &shards[i]);
+    if (rc < 0) {
+      ec_debug_printf(DCRITICAL, EC_LOG_SHARD, "pthread_create(shard %d) failed: %s", i,
+                      strerror(-rc));
+      ck_pr_store_int(&stopping, 1);
+      for (int j = 0; j < i; j++) {
+        shard__wake(&shards[j]);
+        pthread_join(shards[j].thread, NULL);
+        shards[j].running = 0;
+      }
+      break;
+    }
+    shards[i].running = 1;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
+
+void shard__stop_all(void)
+{
+  /* Async-signal-safe: an atomic store and write(2) per shard. */
+  ck_pr_store_int(&stopping, 1);
+  for (int i = 0; i < nshards; i++)
+    if (shards[i].wakefd >= 0)
+      shard__wake(&shards[i]);
+}
+
+void shard__join_all(void)
+{
+  for (int i = 0; i < nshards; i++) {
+    if (shards[i].running) {
+      pthread_join(shards[i].thread, NULL);
+      shards[i].running = 0;
+    }
+  }
+}
+
+int shard__place(Event *e)
+{
+  int id = e->_priv.owner;
+
+  if (id >= 0 && id < nshards)
+    return id;
+  if (self != NULL)
+    id = self->id;
+  else if (e->fd >= 0)
+    id = e->fd % nshards; /* every Event of one descriptor meets on one shard */
+  else
+    id = (int)(ck_pr_faa_uint(&place_rr, 1) % (unsigned)nshards);
+  e->_priv.owner = id;
+  return id;
+}
+
+/* ---- public scheduler.h / ec_framework.h functions that act on the calling shard --------- */
+
+Event *clear_event_by_fd(int fd)
+{
+  shard *s = self;
+  Event *e;
+
+  if (s == NULL) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "clear_event_by_fd(%d) called off the shards", fd);
+    errno = EPERM;
+    return NULL;
+  }
+  if (fd < 0 || fd >= s->fd_cap || (e = s->fd_events[fd]) == NULL) {
+    errno = ENOENT;
+    return NULL;
+  }
+  shard__unregister(s, e);
+  return e;
+}
+
+Event *get_event_by_fd(int fd)
+{
+  shard *s = self;
+
+  if (s == NULL) {
+    errno = EPERM;
+    return NULL;
+  }
+  if (fd < 0 || fd >= s->fd_cap || s->fd_events[fd] == NULL) {
+    errno = ENOENT;
+    return NULL;
+  }
+  return s->fd_events[fd];
+}
+
+void get_fd_event_set(Event ***set, int *count)
+{
+  shard *s = self;
+
+  *set = s ? s->fd_events : NULL;
+  *count = s ? s->fd_cap : 0;
+}
+
+void get_floating_event_set(Event ***set, int *count)
+{
+  shard *s = self;
+
+  *set = s ? s->floating : NULL;
+  *count = s ? s->nfloating : 0;
+}
+
+int is_scheduler_thread(void)
+{
+  return self != NULL;
+}
+
+void get_now(struct timeval *toset)
+{
+  if (self != NULL)
+    *toset = self->now;
+  else
+    gettimeofday(toset, NULL);
+}
+
+time_t get_now_ts(void)
+{
+  return self != NULL ? self->now.tv_sec : time(NULL);
+}
+
+static void add_recurrent(void *arg)
+{
+  struct shard__recurrent *r = arg;
+
+  r->next = self->recurrent;
+  self->recurrent = r;
+}
+
+void scheduler_recurrent_func_add(RecurFunc func, void *closure)
+{
+  struct shard__recurrent *r;
+  shard *s = self ? self : shard__get(0);
+
+  if (s == NULL || func == NULL) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "scheduler_recurrent_func_add: %s",
+                    func ? "framework not initialised" : "NULL function");
+    return;
+  }
+  r = ec_malloc_size(MEMTYPE_GENERIC, sizeof(*r));
+  if (r == NULL) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "scheduler_recurrent_func_add: out of memory");
+    return;
+  }
+  r->fn = func;
+  r->closure = closure;
+  r->next = NULL;
+  if (s == self)
+    add_recurrent(r);
+  else if (shard__post(s, SHARD__MSG_RUN, NULL, 0, add_recurrent, r) < 0)
+    ec_free(MEMTYPE_GENERIC, r);
+}
+
+int ec_shard_count(void)
+{
+  return nshards;
+}
+
+int ec_shard_self(void)
+{
+  return self ? self->id : -1;
+}
+
+int ec_shard_stats_get(int id, ec_shard_stats *out)
+{
+  shard *s = shard__get(id);
+
+  if (s == NULL)
+    return -EINVAL;
+  out->iterations = ck_pr_load_64(&s->counters.iterations);
+  out->dispatched = ck_pr_load_64(&s->counters.dispatched);
+  out->messages = ck_pr_load_64(&s->counters.messages);
+  out->sleeps = ck_pr_load_64(&s->counters.sleeps);
+  out->syscalls_ctl = ck_pr_load_64(&s->counters.ctl);
+  out->scheduled_fds = ck_pr_load_64(&s->counters.scheduled_fds);
+  out->wakeups_sent = ck_pr_load_64(&s->wakeups_sent);
+  return 0;
+}
+
+const char *ec_poller_name(void)
+{
+  return nshards > 0 ? shards[0].ops->name : NULL;
+}

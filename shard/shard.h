@@ -1,0 +1,161 @@
+/*
+ * shard/shard.h - the reactor's internals (prefix shard__). Not installed.
+ *
+ * A shard is one scheduler thread with its own poller, fd-keyed Event table, mailbox and
+ * clock. Everything in `struct shard` except the fields marked "any thread" is touched
+ * only by the shard's own thread (or by the joining thread after the shard has exited).
+ */
+#ifndef EC_SHARD_SHARD_H
+#define EC_SHARD_SHARD_H
+
+#include "ec_config.h"
+#include "ec_framework.h"
+#include "event.h"
+#include "scheduler.h"
+#include "shard/poller.h"
+
+#include <ck_cc.h>
+#include <ck_stack.h>
+#include <pthread.h>
+
+/* Event._priv.state */
+#define SHARD__EV_IDLE      0 /* not on any shard's books */
+#define SHARD__EV_SCHEDULED 1 /* in the owner's fd table (fd Events) */
+#define SHARD__EV_FLOATING  2 /* in the owner's floating set */
+#define SHARD__EV_TIMER     3 /* in the owner's timer structure */
+
+/* Event._priv.flags */
+#define SHARD__EVF_DISPATCHING 0x01 /* its callback is running */
+#define SHARD__EVF_DEAD        0x02 /* callback returned 0: free once refs drop to 0 */
+#define SHARD__EVF_QUEUED      0x04 /* on the owner's local run queue */
+#define SHARD__EVF_NOTSOCK     0x08 /* send(2) said ENOTSOCK: use write(2) */
+
+#define SHARD__EVENT_MAGIC 0xec5e7e47u
+
+/* Mailbox message kinds. */
+enum shard__msg_kind {
+  SHARD__MSG_SCHEDULE, /* schedule ev (and dispatch it with mask if non-zero) */
+  SHARD__MSG_RUN,      /* call fn(arg) */
+};
+
+typedef struct shard__msg {
+  ck_stack_entry_t entry; /* first: the mailbox links messages through it */
+  int kind;
+  int mask;
+  Event *ev;
+  void (*fn)(void *arg);
+  void *arg;
+} shard__msg;
+
+CK_STACK_CONTAINER(shard__msg, entry, shard__msg_from_entry)
+
+struct shard__recurrent {
+  RecurFunc fn;
+  void *closure;
+  struct shard__recurrent *next;
+};
+
+/* Counters: written by their owner with relaxed stores, read by anyone. */
+struct shard__counters {
+  uint64_t iterations;
+  uint64_t dispatched;
+  uint64_t messages;
+  uint64_t sleeps;
+  uint64_t ctl;
+  uint64_t scheduled_fds;
+};
+
+typedef struct shard {
+  /* ---- any thread: the mailbox and its wakeup (own cache lines) ---- */
+  ck_stack_t mailbox CK_CC_CACHELINE;
+  int sleeping CK_CC_CACHELINE; /* 1 while the shard is (about to be) blocked in wait */
+  uint64_t wakeups_sent;        /* eventfd writes by producers (atomic add) */
+  int wakefd;                   /* eventfd (or pipe write end) */
+  int wakefd_read;              /* the end the shard reads */
+
+  /* ---- owner thread ---- */
+  int id CK_CC_CACHELINE;
+  pthread_t thread;
+  int running;
+  const shard__poller_ops *ops;
+  void *poller;
+  shard__poll_event *events; /* wait() output buffer */
+  int events_max;
+
+  Event **fd_events; /* fd-indexed table (get_fd_event_set) */
+  uint32_t *fd_gens; /* generation of each slot: bumped on every (un)registration */
+  int fd_cap;
+
+  Event **floating;
+  int nfloating, floating_cap;
+
+  shard__msg *backlog_head, *backlog_tail; /* drained from the mailbox, not yet handled */
+  Event *runq_head, *runq_tail;            /* local dispatch requests */
+  Event *current;                          /* Event being dispatched */
+
+  struct timeval now; /* wall clock, once per iteration */
+  uint64_t now_ns;    /* CLOCK_MONOTONIC, same instant */
+
+  struct shard__recurrent *recurrent;
+  int mailbox_budget;
+  struct shard__counters counters;
+} shard;
+
+/* ---- shard/shard.c ---------------------------------------------------------------------- */
+
+/* Creates and destroys all shards (not started). 0 or -errno. */
+int shard__create_all(int n, const char *poller_name, int mailbox_budget, int events_per_wait);
+void shard__destroy_all(void);
+
+/* Starts the threads and returns once they all run; asks them to stop; joins them. */
+int shard__start_all(void);
+void shard__stop_all(void); /* async-signal-safe */
+void shard__join_all(void);
+
+int shard__count(void);
+shard *shard__get(int id);
+shard *shard__self(void); /* the calling thread's shard, or NULL */
+
+/* Owner-side operations (called on the owning shard). */
+int shard__schedule_local(shard *s, Event *e);
+int shard__unregister(shard *s, Event *e);                  /* remove from table/floating/poller */
+void shard__request_dispatch(shard *s, Event *e, int mask); /* after the running callback */
+void shard__dispatch(shard *s, Event *e, int mask);         /* now (not from a callback) */
+void shard__float(shard *s, Event *e);
+
+/* Picks the owner of an Event that has none yet (placement policy). */
+int shard__place(Event *e);
+
+/* ---- shard/mailbox.c -------------------------------------------------------------------- */
+
+/* Posts a message to shard s; wakes it if it sleeps. Any thread. 0 or -ENOMEM. */
+int shard__post(shard *s, int kind, Event *ev, int mask, void (*fn)(void *), void *arg);
+
+/* Moves up to `budget` messages off the mailbox and handles them. Owner thread.
+ * Returns the number handled. */
+int shard__mailbox_drain(shard *s, int budget);
+
+/* 1 if messages wait (backlog or mailbox). Owner thread. */
+int shard__mailbox_pending(shard *s);
+
+/* Consumer side of the sleep protocol (owner thread). */
+int shard__prepare_sleep(shard *s); /* 1: may sleep, 0: messages arrived */
+void shard__end_sleep(shard *s);
+void shard__wake(shard *s); /* any thread; async-signal-safe */
+
+/* Creates / closes the wakeup descriptor. */
+int shard__wakefd_open(shard *s);
+void shard__wakefd_close(shard *s);
+void shard__wakefd_drain(shard *s);
+
+/* Handles every message still queued (join time, shard thread gone). */
+void shard__mailbox_flush(shard *s);
+
+/* Releases an Event reference held by a message or the run queue; frees a dead Event
+ * when the last reference goes. Owner thread. */
+void shard__event_unref(shard *s, Event *e);
+
+/* Frees an Event now (owner thread or join): io_data released, memory returned. */
+void shard__event_destroy(Event *e);
+
+#endif /* EC_SHARD_SHARD_H */
