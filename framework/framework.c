@@ -4,7 +4,7 @@
 #include "framework/internal.h"
 #include "shard/shard.h"
 
-#include <ck_pr.h>
+#include "framework/atomic.h"
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -12,24 +12,21 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-#if defined(HAVE_SYS_EVENTFD_H)
-#include <sys/eventfd.h>
-#endif
 
 enum { FW_DOWN, FW_INIT, FW_RUNNING, FW_STOPPING };
 
-static int state = FW_DOWN;  /* atomic */
-static int run_stop_fd = -1; /* ec_framework_run's wakeup, written by stop */
+static int state = FW_DOWN; /* atomic */
+
 static pthread_mutex_t lifecycle = PTHREAD_MUTEX_INITIALIZER;
 
 int fw__shards_running(void)
 {
-  return ck_pr_load_int(&state) == FW_RUNNING;
+  return ec__load(&state) == FW_RUNNING;
 }
 
 int ec_framework_initialized(void)
 {
-  return ck_pr_load_int(&state) != FW_DOWN;
+  return ec__load(&state) != FW_DOWN;
 }
 
 int ec_framework_init(const ec_framework_options *opts)
@@ -39,7 +36,7 @@ int ec_framework_init(const ec_framework_options *opts)
   int rc;
 
   pthread_mutex_lock(&lifecycle);
-  if (ck_pr_load_int(&state) != FW_DOWN) {
+  if (ec__load(&state) != FW_DOWN) {
     pthread_mutex_unlock(&lifecycle);
     ec_debug_printf(DERROR, EC_LOG_START, "ec_framework_init: already initialised");
     return -EALREADY;
@@ -68,7 +65,7 @@ int ec_framework_init(const ec_framework_options *opts)
     fw__config_unload();
     goto out;
   }
-  ck_pr_store_int(&state, FW_INIT);
+  ec__store(&state, FW_INIT);
   ec_debug_printf(DNOTICE, EC_LOG_START, "ecshard %s: %lld shards, %s poller",
                   ECSHARD_VERSION_STRING, n, ec_poller_name());
 out:
@@ -81,37 +78,35 @@ int ec_framework_start(void)
   int rc;
 
   pthread_mutex_lock(&lifecycle);
-  if (ck_pr_load_int(&state) != FW_INIT) {
+  if (ec__load(&state) != FW_INIT) {
+    int st = ec__load(&state);
+
     pthread_mutex_unlock(&lifecycle);
-    return ck_pr_load_int(&state) == FW_DOWN ? -EINVAL : -EALREADY;
+    return st == FW_DOWN ? -EINVAL : st == FW_STOPPING ? -ECANCELED : -EALREADY;
   }
   rc = shard__start_all();
+  /* A stop that arrives meanwhile has moved the state on already; keep it. */
   if (rc == 0)
-    ck_pr_store_int(&state, FW_RUNNING);
+    ec__cas_int(&state, FW_INIT, FW_RUNNING);
   pthread_mutex_unlock(&lifecycle);
   return rc;
 }
 
 void ec_framework_stop(void)
 {
-  uint64_t one = 1;
-  ssize_t n;
-
-  /* Async-signal-safe: atomics and write(2) only, no lock. */
-  if (ck_pr_load_int(&state) == FW_DOWN)
+  /* Async-signal-safe: atomics and one write(2) to a descriptor that is never closed
+   * (shard__stop_all), no lock, so it may race with a join in another thread. */
+  if (ec__load(&state) == FW_DOWN)
     return;
-  ck_pr_cas_int(&state, FW_RUNNING, FW_STOPPING);
+  if (!ec__cas_int(&state, FW_RUNNING, FW_STOPPING))
+    ec__cas_int(&state, FW_INIT, FW_STOPPING); /* before start: start will refuse */
   shard__stop_all();
-  if (ck_pr_load_int(&run_stop_fd) >= 0) {
-    n = write(ck_pr_load_int(&run_stop_fd), &one, sizeof(one));
-    (void)n;
-  }
 }
 
 int ec_framework_join(void)
 {
   pthread_mutex_lock(&lifecycle);
-  if (ck_pr_load_int(&state) == FW_DOWN) {
+  if (ec__load(&state) == FW_DOWN) {
     pthread_mutex_unlock(&lifecycle);
     return -EINVAL;
   }
@@ -127,7 +122,7 @@ int ec_framework_join(void)
   fw__log_stop();
   fw__config_unload();
   fw__alloc_thread_exit();
-  ck_pr_store_int(&state, FW_DOWN);
+  ec__store(&state, FW_DOWN);
   pthread_mutex_unlock(&lifecycle);
   return 0;
 }
@@ -143,21 +138,19 @@ int ec_framework_run(void)
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, &old);
   sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-  efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (sfd < 0 || efd < 0) {
+  efd = shard__stop_fd(); /* readable once ec_framework_stop ran; never closed */
+  if (sfd < 0) {
     rc = -errno;
-    ec_debug_printf(DCRITICAL, EC_LOG_START, "ec_framework_run: signalfd/eventfd: %s",
-                    strerror(errno));
+    ec_debug_printf(DCRITICAL, EC_LOG_START, "ec_framework_run: signalfd: %s", strerror(errno));
     goto out;
   }
-  ck_pr_store_int(&run_stop_fd, efd);
   rc = ec_framework_start();
   if (rc < 0)
     goto out;
   p[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
   p[1] = (struct pollfd){.fd = efd, .events = POLLIN};
   for (;;) {
-    if (ck_pr_load_int(&state) != FW_RUNNING)
+    if (ec__load(&state) != FW_RUNNING)
       break;
     if (poll(p, 2, -1) < 0 && errno != EINTR)
       break;
@@ -173,14 +166,11 @@ int ec_framework_run(void)
   }
   ec_framework_stop();
 out:
-  ck_pr_store_int(&run_stop_fd, -1);
   rc2 = ec_framework_join();
   if (rc == 0)
     rc = rc2;
   if (sfd >= 0)
     close(sfd);
-  if (efd >= 0)
-    close(efd);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;
 }

@@ -143,7 +143,7 @@ run_build() {
         return
       fi
       runner=("${tsan_runner[@]}")
-      env=(TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+      env=(TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$root/test/tsan.supp
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
         ECSHARD_TEST_SCALE="${ECSHARD_TEST_SCALE:-20}"
         CC="clang -fsanitize=thread")

@@ -11,7 +11,7 @@
 #include "shard/shard.h"
 #include "sp_async.h"
 
-#include <ck_pr.h>
+#include "framework/atomic.h"
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -71,14 +71,14 @@ static int route(Event *e, int dispatch_mask, int always_post, const char *fn)
                     (void *)e);
     return -ESHUTDOWN;
   }
-  if (e->_priv.flags & SHARD__EVF_DEAD) {
-    ec_debug_printf(DERROR, EC_LOG_SHARD,
-                    "%s(%p): the Event has ended (its callback "
-                    "returned 0)",
+  s = shard__get(shard__place(e));
+  /* Only the owner may look at the flags; a request posted for an Event that ends before it
+   * is handled is dropped by the owner (mailbox.c). */
+  if (s == shard__self() && (e->_priv.flags & SHARD__EVF_DEAD)) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "%s(%p): the Event has ended (its callback returned 0)",
                     fn, (void *)e);
     return -EINVAL;
   }
-  s = shard__get(shard__place(e));
   if (s == shard__self() && !always_post) {
     int rc = shard__schedule_local(s, e);
 
@@ -150,7 +150,7 @@ int event_close(Event *e)
     errno = EINVAL;
     return -1;
   }
-  if (e->_priv.state != SHARD__EV_IDLE) {
+  if (ec__load(&e->_priv.state) != SHARD__EV_IDLE) {
     shard *s = owner_here(e, "event_close");
 
     if (s == NULL) {
@@ -188,11 +188,11 @@ void event_free(Event *e)
     why = "it is being dispatched (return 0 from its callback instead)";
   else if (e->_priv.flags & SHARD__EVF_DEAD)
     why = "its callback returned 0, so the scheduler frees it";
-  else if (ck_pr_load_uint(&e->_priv.refs) != 0)
+  else if (ec__load(&e->_priv.refs) != 0)
     why = "requests for it are still queued on its shard";
-  else if (e->_priv.state == SHARD__EV_FLOATING && owner_here(e, "event_free") != NULL)
+  else if (ec__load(&e->_priv.state) == SHARD__EV_FLOATING && owner_here(e, "event_free") != NULL)
     shard__unregister(shard__self(), e);
-  else if (e->_priv.state != SHARD__EV_IDLE)
+  else if (ec__load(&e->_priv.state) != SHARD__EV_IDLE)
     why = "it is still scheduled (clear it first)";
   if (why != NULL) {
     ec_debug_printf(DERROR, EC_LOG_SHARD, "event_free(%p, fd %d) refused: %s", (void *)e, e->fd,
@@ -234,7 +234,7 @@ int ec_event_place(Event *e, int id)
     return -EINVAL;
   if (shard__get(id) == NULL)
     return -EINVAL;
-  if (e->_priv.state != SHARD__EV_IDLE || ck_pr_load_uint(&e->_priv.refs) != 0)
+  if (ec__load(&e->_priv.state) != SHARD__EV_IDLE || ec__load(&e->_priv.refs) != 0)
     return -EBUSY;
   e->_priv.owner = id;
   return 0;

@@ -19,7 +19,7 @@
 #include "framework/internal.h"
 #include "shard/shard.h"
 
-#include <ck_pr.h>
+#include "framework/atomic.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -89,13 +89,16 @@ int shard__post(shard *s, int kind, Event *ev, int mask, void (*fn)(void *), voi
   m->fn = fn;
   m->arg = arg;
   if (ev != NULL)
-    ck_pr_inc_uint(&ev->_priv.refs); /* dropped by the owner in shard__event_unref */
+    ec__fetch_add(&ev->_priv.refs, 1u); /* dropped by the owner in shard__event_unref */
+  /* The CAS inside the push publishes the message; TSan cannot see ck's ordering, so tell
+   * it (pairs with the acquire in refill_backlog). */
+  ec__tsan_release(&s->mailbox);
   ck_stack_push_upmc(&s->mailbox, &m->entry);
   /* Pairs with the fence in shard__prepare_sleep: our push is visible before we read
    * `sleeping`, and the owner's store of `sleeping` before it reads the mailbox. */
-  ck_pr_fence_memory();
-  if (ck_pr_load_int(&s->sleeping) && ck_pr_cas_int(&s->sleeping, 1, 0)) {
-    ck_pr_inc_64(&s->wakeups_sent);
+  ec__fence();
+  if (ec__load(&s->sleeping) && ec__cas_int(&s->sleeping, 1, 0)) {
+    ec__fetch_add(&s->wakeups_sent, 1);
     shard__wake(s);
   }
   return 0;
@@ -103,11 +106,11 @@ int shard__post(shard *s, int kind, Event *ev, int mask, void (*fn)(void *), voi
 
 int shard__prepare_sleep(shard *s)
 {
-  ck_pr_store_int(&s->sleeping, 1);
+  ec__store(&s->sleeping, 1);
   /* Pairs with the fence in shard__post (see the file comment). */
-  ck_pr_fence_memory();
-  if (ck_pr_load_ptr(&s->mailbox.head) != NULL) {
-    ck_pr_store_int(&s->sleeping, 0);
+  ec__fence();
+  if (ec__load(&s->mailbox.head) != NULL) {
+    ec__store(&s->sleeping, 0);
     return 0;
   }
   return 1;
@@ -116,12 +119,12 @@ int shard__prepare_sleep(shard *s)
 void shard__end_sleep(shard *s)
 {
   /* A producer may have cleared it already (and written the eventfd). */
-  ck_pr_store_int(&s->sleeping, 0);
+  ec__store(&s->sleeping, 0);
 }
 
 int shard__mailbox_pending(shard *s)
 {
-  return s->backlog_head != NULL || ck_pr_load_ptr(&s->mailbox.head) != NULL;
+  return s->backlog_head != NULL || ec__load(&s->mailbox.head) != NULL;
 }
 
 /* Detaches the mailbox and appends it, in posting order, to the backlog. */
@@ -129,6 +132,8 @@ static void refill_backlog(shard *s)
 {
   ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&s->mailbox);
   shard__msg *head = NULL, *tail = NULL;
+
+  ec__tsan_acquire(&s->mailbox); /* pairs with the release in shard__post */
 
   while (e != NULL) {
     ck_stack_entry_t *next = e->next;
@@ -194,7 +199,7 @@ int shard__mailbox_drain(shard *s, int budget)
     ec_free(MEMTYPE_SHARD_MSG, m);
     n++;
   }
-  ck_pr_store_64(&s->counters.messages, s->counters.messages + (uint64_t)n);
+  ec__store(&s->counters.messages, s->counters.messages + (uint64_t)n);
   return n;
 }
 

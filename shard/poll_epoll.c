@@ -121,7 +121,9 @@ static int epoll_wait_(void *state, shard__poll_event *out, int max, int64_t tim
   }
 #endif
   {
-    int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+    /* Rounded up (a timer must not fire early), clamped to what an int holds. */
+    int64_t ms64 = timeout_ns < 0 ? -1 : timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
+    int ms = ms64 > INT32_MAX ? INT32_MAX : (int)ms64;
 
     n = epoll_wait(st->epfd, st->events, max, ms);
   }

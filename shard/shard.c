@@ -16,18 +16,24 @@
 #include "shard/shard.h"
 #include "framework/internal.h"
 
-#include <ck_pr.h>
+#include "framework/atomic.h"
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 static shard *shards;
 static int nshards;
-static int stopping;      /* set by shard__stop_all (any thread, signal handlers) */
+static int stopping; /* set by shard__stop_all (any thread, signal handlers) */
+/* One eventfd that a stop request makes readable for every shard (and for
+ * ec_framework_run). It is created once and never closed, so that ec_framework_stop, which
+ * must be async-signal-safe and lock-free, can write to it even while another thread is
+ * joining and tearing the shards down. */
+static int stop_fd = -1;
 static unsigned place_rr; /* round-robin placement of timers */
 static __thread shard *self;
 
@@ -49,7 +55,7 @@ shard *shard__self(void)
 static void counter_add(uint64_t *c, uint64_t n)
 {
   /* Owner-written counter read by other threads (ec_shard_stats_get). */
-  ck_pr_store_64(c, *c + n);
+  ec__store(c, *c + n);
 }
 
 static void update_now(shard *s)
@@ -131,7 +137,7 @@ static int set_interest(shard *s, Event *e, int mask)
 
 int shard__unregister(shard *s, Event *e)
 {
-  switch (e->_priv.state) {
+  switch (ec__load(&e->_priv.state)) {
   case SHARD__EV_SCHEDULED:
     if (e->fd >= 0 && e->fd < s->fd_cap && s->fd_events[e->fd] == e) {
       int rc = set_interest(s, e, 0);
@@ -151,7 +157,7 @@ int shard__unregister(shard *s, Event *e)
     break;
   }
   e->_priv.regmask = 0;
-  e->_priv.state = SHARD__EV_IDLE;
+  ec__store(&e->_priv.state, SHARD__EV_IDLE);
   return 0;
 }
 
@@ -161,11 +167,12 @@ int shard__schedule_local(shard *s, Event *e)
 
   if (e->fd < 0)
     return -EINVAL; /* timers arrive with the timer subsystem */
-  if (e->_priv.state == SHARD__EV_SCHEDULED && e->fd < s->fd_cap && s->fd_events[e->fd] == e)
+  if (ec__load(&e->_priv.state) == SHARD__EV_SCHEDULED && e->fd < s->fd_cap &&
+      s->fd_events[e->fd] == e)
     return set_interest(s, e, e->mask);
-  if (e->_priv.state == SHARD__EV_FLOATING)
+  if (ec__load(&e->_priv.state) == SHARD__EV_FLOATING)
     floating_remove(s, e);
-  e->_priv.state = SHARD__EV_IDLE;
+  ec__store(&e->_priv.state, SHARD__EV_IDLE);
   rc = table_reserve(s, e->fd);
   if (rc < 0)
     return rc;
@@ -185,7 +192,7 @@ int shard__schedule_local(shard *s, Event *e)
     return rc;
   }
   s->fd_events[e->fd] = e;
-  e->_priv.state = SHARD__EV_SCHEDULED;
+  ec__store(&e->_priv.state, SHARD__EV_SCHEDULED);
   e->scheduled_thread = pthread_self();
   counter_add(&s->counters.scheduled_fds, 1);
   return 0;
@@ -193,7 +200,7 @@ int shard__schedule_local(shard *s, Event *e)
 
 void shard__float(shard *s, Event *e)
 {
-  if (e->_priv.state == SHARD__EV_FLOATING)
+  if (ec__load(&e->_priv.state) == SHARD__EV_FLOATING)
     return;
   shard__unregister(s, e);
   if (floating_add(s, e) < 0) {
@@ -201,7 +208,7 @@ void shard__float(shard *s, Event *e)
                     (void *)e);
     return;
   }
-  e->_priv.state = SHARD__EV_FLOATING;
+  ec__store(&e->_priv.state, SHARD__EV_FLOATING);
 }
 
 /* ---- Event lifetime ---------------------------------------------------------------------- */
@@ -222,15 +229,15 @@ static void retire(shard *s, Event *e)
   e->_priv.flags |= SHARD__EVF_DEAD;
   /* Pairs with the increment in shard__post: a message posted for this Event before it
    * died is counted here, and its handler frees the Event when it drops the count. */
-  if (ck_pr_load_uint(&e->_priv.refs) == 0)
+  if (ec__load(&e->_priv.refs) == 0)
     shard__event_destroy(e);
 }
 
 void shard__event_unref(shard *s, Event *e)
 {
   (void)s;
-  /* Pairs with ck_pr_inc_uint in shard__post / shard__request_dispatch. */
-  if (ck_pr_faa_uint(&e->_priv.refs, (unsigned)-1) == 1 && (e->_priv.flags & SHARD__EVF_DEAD))
+  /* Pairs with the increments in shard__post / shard__request_dispatch. */
+  if (ec__fetch_add(&e->_priv.refs, (unsigned)-1) == 1 && (e->_priv.flags & SHARD__EVF_DEAD))
     shard__event_destroy(e);
 }
 
@@ -276,9 +283,9 @@ static int apply_result(shard *s, Event *e, int ret)
     return 0;
   }
   e->mask = ret;
-  if (e->_priv.state == SHARD__EV_SCHEDULED)
+  if (ec__load(&e->_priv.state) == SHARD__EV_SCHEDULED)
     rc = set_interest(s, e, ret);
-  else if (e->_priv.state == SHARD__EV_FLOATING)
+  else if (ec__load(&e->_priv.state) == SHARD__EV_FLOATING)
     return 0; /* float_event() in the callback: stays parked */
   else
     rc = shard__schedule_local(s, e); /* cleared during the callback: schedule again */
@@ -322,7 +329,7 @@ void shard__request_dispatch(shard *s, Event *e, int mask)
   if (e->_priv.flags & SHARD__EVF_QUEUED)
     return;
   e->_priv.flags |= SHARD__EVF_QUEUED;
-  ck_pr_inc_uint(&e->_priv.refs); /* the run queue's reference, dropped in run_local */
+  ec__fetch_add(&e->_priv.refs, 1u); /* the run queue's reference, dropped in run_local */
   e->_priv.next = NULL;
   if (s->runq_tail)
     s->runq_tail->_priv.next = e;
@@ -357,10 +364,10 @@ static int ready_mask(int revents, int interest)
 {
   int m = revents & (E_READ | E_WRITE | E_EXCEPTION);
 
+  /* Whatever the Event waits for, its next operation reports the hangup or error (and a
+   * hangup is level-triggered: not delivering it would wake the shard again and again). */
   if (revents & (SHARD__POLL_HUP | SHARD__POLL_ERR))
-    m |= E_READ | E_WRITE;
-  if (revents & SHARD__POLL_ERR)
-    m |= E_EXCEPTION;
+    m |= E_READ | E_WRITE | E_EXCEPTION;
   return m & interest;
 }
 
@@ -371,10 +378,12 @@ static void dispatch_ready(shard *s, int n)
     Event *e;
     int mask;
 
-    if (pe->fd == s->wakefd_read && pe->gen == UINT32_MAX) {
+    if (pe->fd == s->wakefd_read && pe->gen == SHARD__GEN_WAKE) {
       shard__wakefd_drain(s);
       continue;
     }
+    if (pe->gen == SHARD__GEN_STOP)
+      continue; /* left readable on purpose: the loop sees `stopping` and exits */
     if (pe->fd < 0 || pe->fd >= s->fd_cap)
       continue;
     e = s->fd_events[pe->fd];
@@ -439,7 +448,7 @@ static void *shard_main(void *arg)
   fw__log_thread_name(name);
   snprintf(name, sizeof(name), "ecshard/%d", s->id);
   pthread_setname_np(pthread_self(), name);
-  while (!ck_pr_load_int(&stopping))
+  while (!ec__load_acquire(&stopping))
     iterate(s);
   /* Messages posted before the stop request are still handled here (join handles any
    * that arrive later). */
@@ -459,7 +468,6 @@ static int shard_init(shard *s, int id, const shard__poller_ops *ops, int budget
 
   s->id = id;
   s->ops = ops;
-  s->wakefd = s->wakefd_read = -1;
   s->mailbox_budget = budget;
   s->events_max = nevents;
   s->events = ec_malloc_size(MEMTYPE_FD_TABLE, sizeof(*s->events) * (size_t)nevents);
@@ -471,8 +479,11 @@ static int shard_init(shard *s, int id, const shard__poller_ops *ops, int budget
   rc = shard__wakefd_open(s);
   if (rc < 0)
     return rc;
-  /* The wakeup descriptor carries a generation no Event registration can have. */
-  rc = ops->ctl(s->poller, s->wakefd_read, UINT32_MAX, 0, E_READ);
+  /* The wakeup and stop descriptors carry generations no Event registration reaches. */
+  rc = ops->ctl(s->poller, s->wakefd_read, SHARD__GEN_WAKE, 0, E_READ);
+  if (rc < 0)
+    return rc;
+  rc = ops->ctl(s->poller, stop_fd, SHARD__GEN_STOP, 0, E_READ);
   if (rc < 0)
     return rc;
   update_now(s);
@@ -516,6 +527,28 @@ static void shard_fini(shard *s)
   ec_free(MEMTYPE_FD_TABLE, s->events);
 }
 
+/* Creates the stop descriptor on first use, or empties it after an earlier stop. */
+static int stop_fd_reset(void)
+{
+  uint64_t v;
+
+  if (stop_fd < 0) {
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+    if (fd < 0)
+      return -errno;
+    ec__store(&stop_fd, fd);
+  }
+  while (read(stop_fd, &v, sizeof(v)) > 0)
+    ;
+  return 0;
+}
+
+int shard__stop_fd(void)
+{
+  return ec__load(&stop_fd);
+}
+
 int shard__create_all(int n, const char *poller_name, int mailbox_budget, int events_per_wait)
 {
   const shard__poller_ops *ops = shard__poller_by_name(poller_name);
@@ -532,18 +565,23 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
   if (shards == NULL)
     return -ENOMEM;
   memset(shards, 0, sizeof(*shards) * (size_t)n);
+  for (int i = 0; i < n; i++)
+    shards[i].wakefd = shards[i].wakefd_read = -1; /* shard_fini may see unset shards */
   nshards = n;
-  ck_pr_store_int(&stopping, 0);
   place_rr = 0;
-  for (int i = 0; i < n; i++) {
+  rc = stop_fd_reset();
+  for (int i = 0; rc == 0 && i < n; i++) {
     rc = shard_init(&shards[i], i, ops, mailbox_budget, events_per_wait);
-    if (rc < 0) {
-      ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: cannot create %s poller: %s", i, ops->name,
-                      strerror(-rc));
-      shard__destroy_all();
-      return rc;
-    }
+    if (rc < 0)
+      ec_debug_printf(DERROR, EC_LOG_SHARD,
+                      "shard %d: cannot set up its %s poller and wakeup descriptors: %s", i,
+                      ops->name, strerror(-rc));
   }
+  if (rc < 0) {
+    shard__destroy_all();
+    return rc;
+  }
+  ec__store(&stopping, 0);
   return 0;
 }
 
@@ -569,9 +607,8 @@ int shard__start_all(void)
     if (rc < 0) {
       ec_debug_printf(DCRITICAL, EC_LOG_SHARD, "pthread_create(shard %d) failed: %s", i,
                       strerror(-rc));
-      ck_pr_store_int(&stopping, 1);
+      shard__stop_all();
       for (int j = 0; j < i; j++) {
-        shard__wake(&shards[j]);
         pthread_join(shards[j].thread, NULL);
         shards[j].running = 0;
       }
@@ -585,11 +622,14 @@ int shard__start_all(void)
 
 void shard__stop_all(void)
 {
-  /* Async-signal-safe: an atomic store and write(2) per shard. */
-  ck_pr_store_int(&stopping, 1);
-  for (int i = 0; i < nshards; i++)
-    if (shards[i].wakefd >= 0)
-      shard__wake(&shards[i]);
+  uint64_t one = 1;
+  int fd = ec__load(&stop_fd);
+
+  /* Async-signal-safe: an atomic store and one write(2). The store comes first (release,
+   * pairs with the shards' load of `stopping` after they wake). */
+  ec__store_release(&stopping, 1);
+  if (fd >= 0 && write(fd, &one, sizeof(one)) < 0)
+    return; /* EAGAIN: already readable; nothing else can fail on an eventfd */
 }
 
 void shard__join_all(void)
@@ -613,7 +653,7 @@ int shard__place(Event *e)
   else if (e->fd >= 0)
     id = e->fd % nshards; /* every Event of one descriptor meets on one shard */
   else
-    id = (int)(ck_pr_faa_uint(&place_rr, 1) % (unsigned)nshards);
+    id = (int)(ec__fetch_add(&place_rr, 1u) % (unsigned)nshards);
   e->_priv.owner = id;
   return id;
 }
@@ -735,13 +775,13 @@ int ec_shard_stats_get(int id, ec_shard_stats *out)
 
   if (s == NULL)
     return -EINVAL;
-  out->iterations = ck_pr_load_64(&s->counters.iterations);
-  out->dispatched = ck_pr_load_64(&s->counters.dispatched);
-  out->messages = ck_pr_load_64(&s->counters.messages);
-  out->sleeps = ck_pr_load_64(&s->counters.sleeps);
-  out->syscalls_ctl = ck_pr_load_64(&s->counters.ctl);
-  out->scheduled_fds = ck_pr_load_64(&s->counters.scheduled_fds);
-  out->wakeups_sent = ck_pr_load_64(&s->wakeups_sent);
+  out->iterations = ec__load(&s->counters.iterations);
+  out->dispatched = ec__load(&s->counters.dispatched);
+  out->messages = ec__load(&s->counters.messages);
+  out->sleeps = ec__load(&s->counters.sleeps);
+  out->syscalls_ctl = ec__load(&s->counters.ctl);
+  out->scheduled_fds = ec__load(&s->counters.scheduled_fds);
+  out->wakeups_sent = ec__load(&s->wakeups_sent);
   return 0;
 }
 

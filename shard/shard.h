@@ -32,6 +32,10 @@
 
 #define SHARD__EVENT_MAGIC 0xec5e7e47u
 
+/* Registration generations reserved for the shard's own descriptors. */
+#define SHARD__GEN_WAKE UINT32_MAX
+#define SHARD__GEN_STOP (UINT32_MAX - 1)
+
 /* Mailbox message kinds. */
 enum shard__msg_kind {
   SHARD__MSG_SCHEDULE, /* schedule ev (and dispatch it with mask if non-zero) */
@@ -110,6 +114,7 @@ void shard__destroy_all(void);
 /* Starts the threads and returns once they all run; asks them to stop; joins them. */
 int shard__start_all(void);
 void shard__stop_all(void); /* async-signal-safe */
+int shard__stop_fd(void);   /* readable once a stop was requested; -1 before the first init */
 void shard__join_all(void);
 
 int shard__count(void);
