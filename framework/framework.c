@@ -59,7 +59,8 @@ int ec_framework_init(const ec_framework_options *opts)
     budget = 1;
   if (nevents < 1)
     nevents = 1;
-  rc = shard__create_all((int)n, poller, (int)budget, (int)nevents);
+  rc = shard__create_all((int)n, poller, (int)budget, (int)nevents,
+                         (int)ec_config_get_int("event_loop.max_timed_events_per_iter", 1024));
   if (rc < 0) {
     fw__log_stop();
     fw__config_unload();

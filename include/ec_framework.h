@@ -67,13 +67,15 @@ EC_API int ec_shard_call(int shard, void (*fn)(void *arg), void *arg);
 
 /* Counters of one shard, read without stopping it. */
 typedef struct ec_shard_stats {
-  uint64_t iterations;    /* loop iterations */
-  uint64_t dispatched;    /* callbacks run */
-  uint64_t messages;      /* mailbox messages processed */
-  uint64_t wakeups_sent;  /* eventfd writes other threads made to wake this shard */
-  uint64_t sleeps;        /* waits with a non-zero timeout */
-  uint64_t scheduled_fds; /* descriptors currently registered */
-  uint64_t syscalls_ctl;  /* interest changes sent to the poller */
+  uint64_t iterations;     /* loop iterations */
+  uint64_t dispatched;     /* callbacks run */
+  uint64_t messages;       /* mailbox messages processed */
+  uint64_t wakeups_sent;   /* eventfd writes other threads made to wake this shard */
+  uint64_t sleeps;         /* waits with a non-zero timeout */
+  uint64_t scheduled_fds;  /* descriptors currently registered */
+  uint64_t syscalls_ctl;   /* interest changes sent to the poller */
+  uint64_t timers_fired;   /* timed Events dispatched */
+  uint64_t timers_pending; /* timed Events waiting (as of the last iteration) */
 } ec_shard_stats;
 
 /* 0, or -EINVAL for a bad shard index. */

@@ -39,6 +39,11 @@
 #define E_AGGRESSIVE_MED  2
 #define E_AGGRESSIVE_HIGH 3
 
+/* build_event's `whence`: `when` is an absolute time (seconds since the epoch) or an
+ * offset from now. */
+#define E_FROM_EPOCH 1
+#define E_FROM_NOW   2
+
 typedef struct _Event Event;
 
 typedef int (*EventFunc)(Event *event, int eventtype, void *closure, struct timeval *now);
@@ -104,6 +109,23 @@ struct _Event {
  * Any thread. Returns NULL (errno EINVAL or ENOMEM) on failure.
  */
 EC_API Event *build_fd_event(int fd, int mask, int aggressive, EventFunc callback, void *closure);
+
+/*
+ * Allocates a timed Event: `callback` runs once, with eventtype E_TIMEOUT, at `when`
+ * (whence E_FROM_EPOCH: an absolute wall-clock time; E_FROM_NOW: an offset from a clock
+ * read made by this call). Not scheduled yet: see schedule_event(). `fd` is normally -1;
+ * a timed Event never watches a descriptor. The callback must return 0 (the scheduler then
+ * frees the Event); to repeat, build and schedule a new one. A timer never fires before
+ * its deadline; timers with equal deadlines fire in the order they were scheduled. Any
+ * thread. NULL (errno EINVAL / ENOMEM) on failure.
+ */
+EC_API Event *build_event(struct timeval when, int whence, int fd, EventFunc callback,
+                          void *closure);
+#define build_event_from_epoch(a, b, c, d) build_event((a), E_FROM_EPOCH, (b), (c), (d))
+#define build_event_from_now(a, b, c, d)   build_event((a), E_FROM_NOW, (b), (c), (d))
+
+/* A timed Event `offset` seconds from now (rounded up to the next nanosecond). */
+EC_API Event *build_event_from_now_f(float offset, int fd, EventFunc callback, void *closure);
 
 /*
  * Reads up to `len` bytes through the Event's I/O operations (read(2) semantics).

@@ -38,6 +38,24 @@ EC_API int ec_schedule_event(Event *e);
  */
 EC_API Event *clear_event_by_fd(int fd);
 
+/*
+ * Cancels a pending timed Event. Returns 1 if it was found: it will not fire and the
+ * framework frees it (now, or once requests queued for it are handled). Returns 0 if it
+ * was not pending (never scheduled, or cancelled off its shard: errno EPERM): the caller
+ * still owns it and frees it with event_free. Calling it on the timer whose callback is
+ * running returns 1 (the scheduler frees it when the callback returns). Owner thread.
+ * Idiom: if (!clear_timed_event(t)) event_free(t);
+ */
+EC_API int clear_timed_event(Event *e);
+
+/*
+ * Moves a timed Event's deadline to `when` (whence as in build_event), whether pending or
+ * not yet scheduled. Moving a pending timer later costs O(1) (nothing is reordered until
+ * its old deadline comes), so re-arming an idle timeout on every request is cheap. Owner
+ * thread for a pending timer. 0, -EINVAL (not a timed Event, bad whence) or -EPERM.
+ */
+EC_API int ec_timed_event_move(Event *e, struct timeval when, int whence);
+
 /* The calling shard's scheduled Event for `fd`, or NULL (errno ENOENT / EPERM). */
 EC_API Event *get_event_by_fd(int fd);
 

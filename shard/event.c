@@ -58,6 +58,169 @@ Event *build_fd_event(int fd, int mask, int aggressive, EventFunc callback, void
   return e;
 }
 
+static shard *owner_here(const Event *e, const char *fn);
+
+/* ---- timed Events ------------------------------------------------------------------------- */
+
+/*
+ * Computes a timer's wall-clock trigger and monotonic deadline from one pair of clock
+ * reads: the wall clock first, the monotonic clock second. The deadline is monotonic so
+ * that clock steps do not move timers; reading in this order (and the shard's reverse
+ * order, see update_now in shard.c) guarantees that when the timer fires, both the
+ * monotonic and the wall clock have passed it, so it is never early by either.
+ */
+static int timer_deadline(struct timeval when, int whence, struct timeval *trigger,
+                          uint64_t *deadline)
+{
+  struct timespec wall;
+  uint64_t mono;
+  int64_t wall_ns, when_ns, offset;
+
+  if (whence != E_FROM_NOW && whence != E_FROM_EPOCH)
+    return -EINVAL;
+  clock_gettime(CLOCK_REALTIME, &wall);
+  mono = fw__mono_ns();
+  wall_ns = (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec;
+  when_ns = (int64_t)when.tv_sec * 1000000000 + (int64_t)when.tv_usec * 1000;
+  if (whence == E_FROM_NOW) {
+    offset = when_ns > 0 ? when_ns : 0;
+    when_ns = wall_ns - wall.tv_nsec % 1000 + offset; /* whole microseconds, not later */
+  } else {
+    offset = when_ns - wall_ns;
+    if (offset < 0)
+      offset = 0; /* already past: fire at the next iteration */
+  }
+  trigger->tv_sec = when_ns / 1000000000;
+  trigger->tv_usec = (when_ns % 1000000000) / 1000;
+  *deadline = mono + (uint64_t)offset;
+  return 0;
+}
+
+static Event *new_timer(struct timeval trigger, uint64_t deadline, int fd, EventFunc cb,
+                        void *closure)
+{
+  shard *s = shard__self();
+  Event *e = ec_malloc(MEMTYPE_EVENT);
+
+  if (e == NULL)
+    return NULL;
+  memset(e, 0, sizeof(*e));
+  e->trigger = trigger;
+  e->fd = fd;
+  e->callback = cb;
+  e->closure = closure;
+  e->_priv.owner = s ? s->id : -1;
+  e->_priv.heap_index = -1;
+  e->_priv.deadline_ns = deadline;
+  e->_priv.flags = SHARD__EVF_TIMER;
+  e->_priv.magic = SHARD__EVENT_MAGIC;
+  return e;
+}
+
+Event *build_event(struct timeval when, int whence, int fd, EventFunc callback, void *closure)
+{
+  struct timeval trigger;
+  uint64_t deadline;
+
+  if (callback == NULL || timer_deadline(when, whence, &trigger, &deadline) < 0) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD,
+                    "build_event(whence %d, callback %p): invalid argument (whence must be "
+                    "E_FROM_NOW or E_FROM_EPOCH)",
+                    whence, (void *)callback);
+    errno = EINVAL;
+    return NULL;
+  }
+  return new_timer(trigger, deadline, fd, callback, closure);
+}
+
+Event *build_event_from_now_f(float offset, int fd, EventFunc callback, void *closure)
+{
+  double ns = (double)offset * 1e9;
+  struct timeval when = {0, 0};
+  struct timeval trigger;
+  uint64_t deadline;
+  int64_t whole;
+
+  if (callback == NULL || offset != offset) { /* NaN */
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "build_event_from_now_f(%f, callback %p): invalid",
+                    (double)offset, (void *)callback);
+    errno = EINVAL;
+    return NULL;
+  }
+  if (ns > 0) {
+    if (ns > 9.2e18)
+      ns = 9.2e18;
+    whole = (int64_t)ns;
+    if ((double)whole < ns)
+      whole++; /* rounded up: never early */
+    when.tv_sec = whole / 1000000000;
+    when.tv_usec = (whole % 1000000000) / 1000;
+    timer_deadline(when, E_FROM_NOW, &trigger, &deadline);
+    deadline += (uint64_t)(whole % 1000); /* the sub-microsecond rest */
+  } else {
+    timer_deadline(when, E_FROM_NOW, &trigger, &deadline);
+  }
+  return new_timer(trigger, deadline, fd, callback, closure);
+}
+
+int clear_timed_event(Event *e)
+{
+  shard *s = shard__self();
+
+  if (!event_valid(e, "clear_timed_event"))
+    return 0;
+  if (!(e->_priv.flags & SHARD__EVF_TIMER)) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "clear_timed_event(%p): not a timed Event (fd %d)",
+                    (void *)e, e->fd);
+    errno = EINVAL;
+    return 0;
+  }
+  if (e->_priv.owner < 0)
+    return 0; /* never scheduled: the caller owns it */
+  if (s == NULL || s->id != e->_priv.owner) {
+    owner_here(e, "clear_timed_event");
+    errno = EPERM;
+    return 0;
+  }
+  if (e->_priv.flags & (SHARD__EVF_DISPATCHING | SHARD__EVF_DEAD))
+    return 1; /* firing now, or already cancelled: the scheduler frees it */
+  if (ec__load(&e->_priv.state) == SHARD__EV_TIMER) {
+    shard__retire(s, e); /* unregisters (leaves the heap) and frees */
+    return 1;
+  }
+  if (ec__load(&e->_priv.refs) != 0) {
+    /* A schedule request for it is still queued: its handler drops it and frees it. */
+    e->_priv.flags |= SHARD__EVF_DEAD;
+    return 1;
+  }
+  return 0;
+}
+
+int ec_timed_event_move(Event *e, struct timeval when, int whence)
+{
+  struct timeval trigger;
+  uint64_t deadline;
+  shard *s = shard__self();
+
+  if (!event_valid(e, "ec_timed_event_move") || !(e->_priv.flags & SHARD__EVF_TIMER) ||
+      timer_deadline(when, whence, &trigger, &deadline) < 0)
+    return -EINVAL;
+  if (ec__load(&e->_priv.state) == SHARD__EV_TIMER) {
+    if (s == NULL || s->id != e->_priv.owner) {
+      owner_here(e, "ec_timed_event_move");
+      return -EPERM;
+    }
+    e->trigger = trigger;
+    shard__timer_move(s, e, deadline);
+    return 0;
+  }
+  if (ec__load(&e->_priv.refs) != 0)
+    return -EBUSY; /* a schedule request is on its way to the owner */
+  e->trigger = trigger;
+  e->_priv.deadline_ns = deadline;
+  return 0;
+}
+
 /* Routes a schedule (+ dispatch) request to the owner: directly on the owner unless
  * `always_post`, through its mailbox otherwise. */
 static int route(Event *e, int dispatch_mask, int always_post, const char *fn)

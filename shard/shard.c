@@ -62,10 +62,13 @@ static void update_now(shard *s)
 {
   struct timespec ts;
 
+  /* Monotonic first, wall clock second: a timer fires once now_ns reaches its deadline,
+   * and its deadline was taken from the wall clock first and the monotonic clock second,
+   * so the `now` its callback gets is never before its trigger time. */
+  s->now_ns = fw__mono_ns();
   clock_gettime(CLOCK_REALTIME, &ts);
   s->now.tv_sec = ts.tv_sec;
   s->now.tv_usec = ts.tv_nsec / 1000;
-  s->now_ns = fw__mono_ns();
 }
 
 /* ---- the fd table ------------------------------------------------------------------------ */
@@ -153,6 +156,9 @@ int shard__unregister(shard *s, Event *e)
   case SHARD__EV_FLOATING:
     floating_remove(s, e);
     break;
+  case SHARD__EV_TIMER:
+    shard__timer_remove(s, e);
+    break;
   default:
     break;
   }
@@ -161,12 +167,39 @@ int shard__unregister(shard *s, Event *e)
   return 0;
 }
 
+static int schedule_timer(shard *s, Event *e)
+{
+  int rc;
+
+  if (ec__load(&e->_priv.state) == SHARD__EV_TIMER)
+    return 0; /* already pending */
+  if (ec__load(&e->_priv.state) == SHARD__EV_FLOATING)
+    floating_remove(s, e);
+  rc = shard__timer_add(s, e);
+  if (rc < 0) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: schedule_event(%p): timer: %s", s->id,
+                    (void *)e, strerror(-rc));
+    ec__store(&e->_priv.state, SHARD__EV_IDLE);
+    return rc;
+  }
+  ec__store(&e->_priv.state, SHARD__EV_TIMER);
+  e->scheduled_thread = pthread_self();
+  return 0;
+}
+
 int shard__schedule_local(shard *s, Event *e)
 {
   int rc;
 
-  if (e->fd < 0)
-    return -EINVAL; /* timers arrive with the timer subsystem */
+  if (e->_priv.flags & SHARD__EVF_TIMER)
+    return schedule_timer(s, e);
+
+  if (e->fd < 0) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD,
+                    "shard %d: schedule_event(%p): no descriptor (closed?) and not a timer", s->id,
+                    (void *)e);
+    return -EINVAL;
+  }
   if (ec__load(&e->_priv.state) == SHARD__EV_SCHEDULED && e->fd < s->fd_cap &&
       s->fd_events[e->fd] == e)
     return set_interest(s, e, e->mask);
@@ -174,8 +207,11 @@ int shard__schedule_local(shard *s, Event *e)
     floating_remove(s, e);
   ec__store(&e->_priv.state, SHARD__EV_IDLE);
   rc = table_reserve(s, e->fd);
-  if (rc < 0)
+  if (rc < 0) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: schedule_event(%p): fd %d: %s", s->id,
+                    (void *)e, e->fd, strerror(-rc));
     return rc;
+  }
   if (s->fd_events[e->fd] != NULL) {
     ec_debug_printf(DERROR, EC_LOG_SHARD,
                     "shard %d: schedule_event(%p): fd %d already has scheduled Event %p", s->id,
@@ -223,7 +259,7 @@ void shard__event_destroy(Event *e)
 
 /* The callback returned 0 (or the framework is shutting down): unregister and free, or
  * leave freeing to the last queued reference. */
-static void retire(shard *s, Event *e)
+void shard__retire(shard *s, Event *e)
 {
   shard__unregister(s, e);
   e->_priv.flags |= SHARD__EVF_DEAD;
@@ -271,7 +307,15 @@ static int apply_result(shard *s, Event *e, int ret)
   int rc;
 
   if (ret == 0) {
-    retire(s, e);
+    shard__retire(s, e);
+    return 0;
+  }
+  if (e->_priv.flags & SHARD__EVF_TIMER) {
+    ec_debug_printf(DERROR, EC_LOG_SHARD,
+                    "shard %d: timed Event %p returned 0x%x; timed events are one-shot and "
+                    "must return 0 (build a new one to repeat); freeing it",
+                    s->id, (void *)e, ret);
+    shard__retire(s, e);
     return 0;
   }
   if (e->fd < 0) {
@@ -279,7 +323,7 @@ static int apply_result(shard *s, Event *e, int ret)
                     "shard %d: callback of Event %p returned mask 0x%x after event_close; "
                     "freeing it",
                     s->id, (void *)e, ret);
-    retire(s, e);
+    shard__retire(s, e);
     return 0;
   }
   e->mask = ret;
@@ -293,7 +337,7 @@ static int apply_result(shard *s, Event *e, int ret)
     ec_debug_printf(DERROR, EC_LOG_SHARD,
                     "shard %d: Event %p (fd %d): cannot watch for mask 0x%x: %s; freeing it", s->id,
                     (void *)e, e->fd, ret, strerror(-rc));
-    retire(s, e);
+    shard__retire(s, e);
     return 0;
   }
   return 1;
@@ -402,24 +446,28 @@ static void run_recurrent(shard *s)
     r->fn(r->closure, &s->now);
 }
 
+/* How long the poller may block: not at all when work is queued, otherwise until the
+ * earliest timer. The clock is read afresh here rather than taken from `now`, which may
+ * be old after long callbacks (libuv's timers firing late after a slow iteration). */
 static int64_t wait_timeout(shard *s)
 {
+  int64_t t;
+
   if (s->runq_head != NULL || s->backlog_head != NULL)
     return 0;
-  if (s->recurrent != NULL)
-    return 1000000000; /* recurrent functions run at least once a second */
-  return -1;
+  t = shard__timers_next(s, fw__mono_ns());
+  if (s->recurrent != NULL && (t < 0 || t > 1000000000))
+    t = 1000000000; /* recurrent functions run at least once a second */
+  return t;
 }
 
+/* One iteration: wait, sample the clock once, then I/O, timers, mailbox, local requests
+ * and recurrent functions, in that order. */
 static void iterate(shard *s)
 {
   int64_t timeout;
   int n;
 
-  update_now(s);
-  shard__mailbox_drain(s, s->mailbox_budget);
-  run_local(s);
-  run_recurrent(s);
   timeout = wait_timeout(s);
   if (timeout != 0 && !shard__prepare_sleep(s))
     timeout = 0;
@@ -434,7 +482,10 @@ static void iterate(shard *s)
   update_now(s);
   if (n > 0)
     dispatch_ready(s, n);
+  shard__timers_run(s);
+  shard__mailbox_drain(s, s->mailbox_budget);
   run_local(s);
+  run_recurrent(s);
   counter_add(&s->counters.iterations, 1);
 }
 
@@ -448,6 +499,7 @@ static void *shard_main(void *arg)
   fw__log_thread_name(name);
   snprintf(name, sizeof(name), "ecshard/%d", s->id);
   pthread_setname_np(pthread_self(), name);
+  update_now(s);
   while (!ec__load_acquire(&stopping))
     iterate(s);
   /* Messages posted before the stop request are still handled here (join handles any
@@ -497,13 +549,14 @@ static void shard_fini(shard *s)
   self = s;
   shard__mailbox_flush(s);
   run_local(s);
+  shard__timers_clear(s); /* pending timers are freed without firing */
   for (int fd = 0; fd < s->fd_cap; fd++) {
     Event *e = s->fd_events[fd];
 
     if (e != NULL) {
       shard__unregister(s, e);
       event_close(e);
-      retire(s, e);
+      shard__retire(s, e);
     }
   }
   while (s->nfloating > 0) {
@@ -511,7 +564,7 @@ static void shard_fini(shard *s)
 
     shard__unregister(s, e);
     event_close(e);
-    retire(s, e);
+    shard__retire(s, e);
   }
   for (struct shard__recurrent *r = s->recurrent, *next; r; r = next) {
     next = r->next;
@@ -549,7 +602,8 @@ int shard__stop_fd(void)
   return ec__load(&stop_fd);
 }
 
-int shard__create_all(int n, const char *poller_name, int mailbox_budget, int events_per_wait)
+int shard__create_all(int n, const char *poller_name, int mailbox_budget, int events_per_wait,
+                      int timer_budget)
 {
   const shard__poller_ops *ops = shard__poller_by_name(poller_name);
   int rc;
@@ -572,6 +626,7 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
   rc = stop_fd_reset();
   for (int i = 0; rc == 0 && i < n; i++) {
     rc = shard_init(&shards[i], i, ops, mailbox_budget, events_per_wait);
+    shards[i].timer_budget = timer_budget > 0 ? timer_budget : 1;
     if (rc < 0)
       ec_debug_printf(DERROR, EC_LOG_SHARD,
                       "shard %d: cannot set up its %s poller and wakeup descriptors: %s", i,
@@ -781,6 +836,8 @@ int ec_shard_stats_get(int id, ec_shard_stats *out)
   out->sleeps = ec__load(&s->counters.sleeps);
   out->syscalls_ctl = ec__load(&s->counters.ctl);
   out->scheduled_fds = ec__load(&s->counters.scheduled_fds);
+  out->timers_fired = ec__load(&s->counters.timers_fired);
+  out->timers_pending = ec__load(&s->counters.timers_pending);
   out->wakeups_sent = ec__load(&s->wakeups_sent);
   return 0;
 }

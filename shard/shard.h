@@ -29,6 +29,7 @@
 #define SHARD__EVF_DEAD        0x02 /* callback returned 0: free once refs drop to 0 */
 #define SHARD__EVF_QUEUED      0x04 /* on the owner's local run queue */
 #define SHARD__EVF_NOTSOCK     0x08 /* send(2) said ENOTSOCK: use write(2) */
+#define SHARD__EVF_TIMER       0x10 /* built by build_event: a timed event */
 
 #define SHARD__EVENT_MAGIC 0xec5e7e47u
 
@@ -67,7 +68,17 @@ struct shard__counters {
   uint64_t sleeps;
   uint64_t ctl;
   uint64_t scheduled_fds;
+  uint64_t timers_fired;
+  uint64_t timers_pending;
 };
+
+/* One timer in a shard's heap: the ordering key is kept inline so that sifting touches
+ * only the heap array, not the Events. */
+typedef struct shard__timer {
+  uint64_t deadline; /* CLOCK_MONOTONIC ns; may be earlier than the Event's (lazy move) */
+  uint64_t seq;      /* scheduling order, breaks ties */
+  Event *e;
+} shard__timer;
 
 typedef struct shard {
   /* ---- any thread: the mailbox and its wakeup (own cache lines) ---- */
@@ -102,13 +113,19 @@ typedef struct shard {
 
   struct shard__recurrent *recurrent;
   int mailbox_budget;
+
+  shard__timer *timers; /* 4-ary min-heap (shard/timer.c) */
+  int ntimers, timers_cap;
+  uint64_t timer_seq;
+  int timer_budget; /* max_timed_events_per_iter */
   struct shard__counters counters;
 } shard;
 
 /* ---- shard/shard.c ---------------------------------------------------------------------- */
 
 /* Creates and destroys all shards (not started). 0 or -errno. */
-int shard__create_all(int n, const char *poller_name, int mailbox_budget, int events_per_wait);
+int shard__create_all(int n, const char *poller_name, int mailbox_budget, int events_per_wait,
+                      int timer_budget);
 void shard__destroy_all(void);
 
 /* Starts the threads and returns once they all run; asks them to stop; joins them. */
@@ -126,10 +143,26 @@ int shard__schedule_local(shard *s, Event *e);
 int shard__unregister(shard *s, Event *e);                  /* remove from table/floating/poller */
 void shard__request_dispatch(shard *s, Event *e, int mask); /* after the running callback */
 void shard__dispatch(shard *s, Event *e, int mask);         /* now (not from a callback) */
+void shard__retire(shard *s, Event *e); /* unregister; free now or when the last ref goes */
 void shard__float(shard *s, Event *e);
 
 /* Picks the owner of an Event that has none yet (placement policy). */
 int shard__place(Event *e);
+
+/* ---- shard/timer.c ---------------------------------------------------------------------- */
+
+/* Adds a timed Event (its _priv.deadline_ns set) to the heap. 0 or -ENOMEM. */
+int shard__timer_add(shard *s, Event *e);
+/* Removes a timed Event from the heap. */
+void shard__timer_remove(shard *s, Event *e);
+/* Moves a scheduled timer: later deadlines lazily (O(1)), earlier ones at once. */
+void shard__timer_move(shard *s, Event *e, uint64_t deadline_ns);
+/* Fires up to the timer budget of due timers. */
+void shard__timers_run(shard *s);
+/* Nanoseconds until the earliest deadline from `now_ns` (0 if due), or -1 if none. */
+int64_t shard__timers_next(shard *s, uint64_t now_ns);
+/* Frees every pending timer (shutdown). */
+void shard__timers_clear(shard *s);
 
 /* ---- shard/mailbox.c -------------------------------------------------------------------- */
 

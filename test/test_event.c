@@ -712,7 +712,7 @@ static int recur_calls;
 static int recur_shard = -2;
 static int recur_fn(void *closure, struct timeval *now)
 {
-  recur_shard = ec_shard_self();
+  __atomic_store_n(&recur_shard, ec_shard_self(), __ATOMIC_RELEASE);
   bump(&recur_calls);
   return 0;
 }
@@ -742,7 +742,7 @@ static void t_clock_and_recurrent(void)
   __atomic_store_n(&recur_calls, 0, __ATOMIC_RELEASE);
   scheduler_recurrent_func_add(recur_fn, NULL);
   ASSERT_TRUE(unit_wait_ge(&recur_calls, 2, 5000)); /* runs at least once a second */
-  ASSERT_EQ(recur_shard, 0);
+  ASSERT_EQ(load(&recur_shard), 0);
   schedule_event(build_fd_event(sv[0], E_WRITE, 0, now_cb, &n));
   ASSERT_TRUE(unit_wait_ge(&n.calls, 1, 5000));
   ASSERT_TRUE(n.same);

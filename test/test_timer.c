@@ -1,0 +1,478 @@
+/*
+ * test/test_timer.c - timed Events (shard/timer.c and the timer half of shard/event.c):
+ * order, never early, cancel, foreign threads, the per-iteration cap, moves, shutdown.
+ *
+ * Like h2o's unit tests, some checks read the Event's private deadline (white box): that
+ * is the only way to make deadlines exactly equal or to check "never early" against the
+ * monotonic clock the scheduler uses.
+ */
+#include "unit.h"
+
+#include "event.h"
+#include "framework/internal.h"
+#include "scheduler.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+static void start_with(int shards, const char *extra)
+{
+  static const char *set[UNIT_MAX_SET + 2];
+  ec_framework_options o = unit_options(shards);
+  int n = 0;
+
+  while (unit_set[n] != NULL) {
+    set[n] = unit_set[n];
+    n++;
+  }
+  set[n++] = extra;
+  set[n] = NULL;
+  o.set = extra ? set : unit_set;
+  CU_ASSERT_EQUAL_FATAL(ec_framework_init(&o), 0);
+  CU_ASSERT_EQUAL_FATAL(ec_framework_start(), 0);
+}
+
+static void finish(void)
+{
+  ec_framework_stop();
+  CU_ASSERT_EQUAL(ec_framework_join(), 0);
+}
+
+static int load(const int *v)
+{
+  return __atomic_load_n(v, __ATOMIC_ACQUIRE);
+}
+
+static int64_t tv_us(const struct timeval *tv)
+{
+  return (int64_t)tv->tv_sec * 1000000 + tv->tv_usec;
+}
+
+/* ---- order and never early ----------------------------------------------------------------- */
+
+enum { ORDER_N = 10000 };
+
+struct rec {
+  int index; /* scheduling order */
+  uint64_t deadline;
+  struct timeval trigger;
+};
+
+struct order_state {
+  struct rec recs[ORDER_N];
+  int fired[ORDER_N]; /* scheduling indexes in firing order (shard-written) */
+  int nfired;
+  int early_mono, early_wall, early_now, wrong_type;
+};
+
+static struct order_state *os;
+
+static int order_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  struct rec *r = closure;
+  struct timeval tv;
+
+  if (type != E_TIMEOUT)
+    os->wrong_type++;
+  if (fw__mono_ns() < r->deadline)
+    os->early_mono++;
+  gettimeofday(&tv, NULL);
+  if (tv_us(&tv) < tv_us(&r->trigger))
+    os->early_wall++;
+  if (tv_us(now) < tv_us(&r->trigger))
+    os->early_now++;
+  os->fired[os->nfired] = r->index;
+  __atomic_store_n(&os->nfired, os->nfired + 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+struct batch {
+  Event **ev;
+  int n;
+};
+
+static void schedule_batch(void *arg)
+{
+  struct batch *b = arg;
+
+  for (int i = 0; i < b->n; i++)
+    schedule_event(b->ev[i]);
+}
+
+static void t_order_never_early(void)
+{
+  int n = (int)unit_scale(ORDER_N);
+  Event **ev = calloc((size_t)n, sizeof(*ev));
+  struct batch b = {ev, n};
+
+  os = calloc(1, sizeof(*os));
+  srand(42);
+  start_with(2, NULL);
+  for (int i = 0; i < n; i++) {
+    float secs = (float)(rand() % 200) / 1000.0f; /* 0..199 ms */
+
+    os->recs[i].index = i;
+    ev[i] = build_event_from_now_f(secs, -1, order_cb, &os->recs[i]);
+    ASSERT_NOT_NULL(ev[i]);
+    /* Every tenth timer shares the deadline of the one before it exactly. */
+    if (i % 10 == 9) {
+      ev[i]->_priv.deadline_ns = ev[i - 1]->_priv.deadline_ns;
+      ev[i]->trigger = ev[i - 1]->trigger;
+    }
+    os->recs[i].deadline = ev[i]->_priv.deadline_ns;
+    os->recs[i].trigger = ev[i]->trigger;
+    ASSERT_EQ(ec_event_place(ev[i], 1), 0);
+  }
+  ASSERT_EQ(ec_shard_call(1, schedule_batch, &b), 0); /* scheduling order = index order */
+  ASSERT_TRUE(unit_wait_ge(&os->nfired, n, 30000));
+  finish();
+  ASSERT_EQ(os->wrong_type, 0);
+  ASSERT_EQ(os->early_mono, 0);
+  ASSERT_EQ(os->early_wall, 0);
+  ASSERT_EQ(os->early_now, 0);
+  for (int k = 1; k < n; k++) {
+    struct rec *a = &os->recs[os->fired[k - 1]], *c = &os->recs[os->fired[k]];
+
+    ASSERT_TRUE(a->deadline <= c->deadline);
+    if (a->deadline == c->deadline)
+      ASSERT_TRUE(a->index < c->index); /* equal deadlines: scheduling order */
+  }
+  free(ev);
+  free(os);
+}
+
+/* ---- cancel -----------------------------------------------------------------------------------
+ */
+
+static int fired_count;
+static int count_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  __atomic_add_fetch(&fired_count, 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+struct cancel {
+  Event *e;
+  int rc;
+};
+
+static void cancel_it(void *arg)
+{
+  struct cancel *c = arg;
+
+  c->rc = clear_timed_event(c->e);
+}
+
+static void t_cancel_before_fire(void)
+{
+  int64_t before;
+  struct cancel c;
+
+  start_with(1, NULL);
+  before = unit_live(MEMTYPE_EVENT);
+  __atomic_store_n(&fired_count, 0, __ATOMIC_RELEASE);
+  c.e = build_event_from_now_f(5.0f, -1, count_cb, NULL);
+  schedule_event(c.e);
+  usleep(10000);
+  ASSERT_EQ(ec_shard_call(0, cancel_it, &c), 0);
+  ASSERT_EQ(c.rc, 1); /* found: freed by the framework */
+  ASSERT_EQ(unit_live(MEMTYPE_EVENT), before);
+  usleep(100000);
+  ASSERT_EQ(load(&fired_count), 0);
+  /* Never scheduled: 0, the caller still owns it. */
+  c.e = build_event_from_now_f(0.05f, -1, count_cb, NULL);
+  ASSERT_EQ(clear_timed_event(c.e), 0);
+  event_free(c.e);
+  ASSERT_EQ(unit_live(MEMTYPE_EVENT), before);
+  finish();
+}
+
+/* A timer whose schedule request is still queued in the mailbox when it is cancelled:
+ * found (1), the request is dropped and the Event freed once, and it never fires. */
+#include "sp_async.h"
+
+static void post_then_cancel(void *arg)
+{
+  struct cancel *c = arg;
+
+  sp_async_schedule_event(c->e, 0); /* always through the mailbox, even on the owner */
+  c->rc = clear_timed_event(c->e);
+}
+
+static void t_cancel_queued(void)
+{
+  int64_t before;
+  struct cancel c;
+
+  start_with(1, NULL);
+  before = unit_live(MEMTYPE_EVENT);
+  __atomic_store_n(&fired_count, 0, __ATOMIC_RELEASE);
+  c.e = build_event_from_now_f(0.0f, -1, count_cb, NULL);
+  ASSERT_EQ(ec_event_place(c.e, 0), 0);
+  ASSERT_EQ(ec_shard_call(0, post_then_cancel, &c), 0);
+  ASSERT_EQ(c.rc, 1);
+  for (int i = 0; i < 1000 && unit_live(MEMTYPE_EVENT) != before; i++)
+    usleep(1000);
+  ASSERT_EQ(unit_live(MEMTYPE_EVENT), before);
+  usleep(20000);
+  ASSERT_EQ(load(&fired_count), 0);
+  finish();
+}
+
+struct pair {
+  Event *a, *b;
+  int rc, b_fired, self_rc;
+};
+
+static int b_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  struct pair *p = closure;
+
+  __atomic_store_n(&p->b_fired, 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+static int a_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  struct pair *p = closure;
+
+  p->rc = clear_timed_event(p->b);   /* another pending timer: cancelled and freed */
+  p->self_rc = clear_timed_event(e); /* itself, while firing: 1, freed after return */
+  __atomic_add_fetch(&fired_count, 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+static void t_cancel_from_timer_callback(void)
+{
+  struct pair p = {0};
+  int64_t before;
+
+  start_with(2, NULL);
+  before = unit_live(MEMTYPE_EVENT);
+  __atomic_store_n(&fired_count, 0, __ATOMIC_RELEASE);
+  p.a = build_event_from_now_f(0.01f, -1, a_cb, &p);
+  p.b = build_event_from_now_f(0.03f, -1, b_cb, &p);
+  ASSERT_EQ(ec_event_place(p.a, 1), 0);
+  ASSERT_EQ(ec_event_place(p.b, 1), 0);
+  schedule_event(p.a);
+  schedule_event(p.b);
+  ASSERT_TRUE(unit_wait_ge(&fired_count, 1, 5000));
+  usleep(60000);
+  ASSERT_EQ(p.rc, 1);
+  ASSERT_EQ(p.self_rc, 1);
+  ASSERT_EQ(load(&p.b_fired), 0);
+  ASSERT_EQ(unit_live(MEMTYPE_EVENT), before);
+  finish();
+}
+
+/* ---- foreign threads wake a sleeping shard at once ------------------------------------------- */
+
+static int late_fired, early_fired;
+static int late_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  __atomic_store_n(&late_fired, 1, __ATOMIC_RELEASE);
+  return 0;
+}
+static int early_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  /* The 2 s timer must still be pending: the shard re-armed its wait for us. */
+  __atomic_store_n(&early_fired, load(&late_fired) ? 2 : 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+static void t_foreign_thread_timer_wakes_shard(void)
+{
+  Event *late, *early;
+
+  start_with(1, NULL);
+  late = build_event_from_now_f(2.0f, -1, late_cb, NULL);
+  schedule_event(late); /* the shard now sleeps towards +2 s */
+  usleep(50000);
+  early = build_event_from_now_f(0.01f, -1, early_cb, NULL);
+  schedule_event(early); /* from this (foreign) thread, through the mailbox */
+  ASSERT_TRUE(unit_wait_ge(&early_fired, 1, 1500));
+  ASSERT_EQ(load(&early_fired), 1);
+  finish(); /* the +2 s timer is freed unfired */
+  ASSERT_EQ(late_fired, 0);
+}
+
+/* ---- the per-iteration cap ------------------------------------------------------------------- */
+
+enum { CAP = 100, CAP_TIMERS = 3000 };
+static uint64_t cap_iter[CAP_TIMERS];
+static int cap_n;
+
+static int cap_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  ec_shard_stats st;
+
+  ec_shard_stats_get(ec_shard_self(), &st);
+  cap_iter[cap_n] = st.iterations;
+  __atomic_store_n(&cap_n, cap_n + 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+static void t_per_iteration_cap(void)
+{
+  Event **ev = calloc(CAP_TIMERS, sizeof(*ev));
+  struct batch b = {ev, CAP_TIMERS};
+  int run = 1, max_run = 1;
+
+  start_with(1, "event_loop.max_timed_events_per_iter=100");
+  for (int i = 0; i < CAP_TIMERS; i++)
+    ev[i] = build_event_from_now_f(0.0f, -1, cap_cb, NULL);
+  ASSERT_EQ(ec_shard_call(0, schedule_batch, &b), 0);
+  ASSERT_TRUE(unit_wait_ge(&cap_n, CAP_TIMERS, 10000));
+  finish();
+  for (int i = 1; i < CAP_TIMERS; i++) {
+    run = cap_iter[i] == cap_iter[i - 1] ? run + 1 : 1;
+    if (run > max_run)
+      max_run = run;
+  }
+  ASSERT_EQ(max_run, CAP); /* full batches of exactly the cap, never more */
+  free(ev);
+}
+
+/* ---- shutdown, misuse, moves, constructors --------------------------------------------------- */
+
+static void t_pending_at_shutdown_freed(void)
+{
+  int64_t before = unit_live(MEMTYPE_EVENT);
+
+  start_with(2, NULL);
+  for (int i = 0; i < 1000; i++)
+    schedule_event(build_event_from_now_f(3600.0f, -1, count_cb, NULL));
+  usleep(20000);
+  finish();
+  ASSERT_EQ(unit_live(MEMTYPE_EVENT), before);
+}
+
+static int bad_ret_calls;
+static int bad_ret_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  __atomic_add_fetch(&bad_ret_calls, 1, __ATOMIC_RELEASE);
+  return E_READ; /* wrong: timed events are one-shot */
+}
+
+static void t_timer_must_return_zero(void)
+{
+  int64_t before;
+
+  start_with(1, NULL);
+  before = unit_live(MEMTYPE_EVENT);
+  schedule_event(build_event_from_now_f(0.0f, -1, bad_ret_cb, NULL));
+  ASSERT_TRUE(unit_wait_ge(&bad_ret_calls, 1, 5000));
+  for (int i = 0; i < 1000 && unit_live(MEMTYPE_EVENT) != before; i++)
+    usleep(1000);
+  ASSERT_EQ(unit_live(MEMTYPE_EVENT), before); /* logged and freed */
+  usleep(50000);
+  ASSERT_EQ(load(&bad_ret_calls), 1);
+  finish();
+}
+
+struct mv {
+  Event *e;
+  uint64_t deadline;
+  int fired, early, rc;
+};
+
+static int mv_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  struct mv *m = closure;
+
+  if (fw__mono_ns() < m->deadline)
+    m->early = 1;
+  __atomic_store_n(&m->fired, 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+static void move_it(void *arg)
+{
+  struct mv *m = arg;
+  struct timeval when = {0, 0};
+
+  when.tv_usec = 100000; /* +100 ms */
+  if (m->deadline == 1)
+    when.tv_usec = 10000; /* earlier: +10 ms */
+  m->rc = ec_timed_event_move(m->e, when, E_FROM_NOW);
+  m->deadline = m->e->_priv.deadline_ns;
+}
+
+static void t_move(void)
+{
+  struct mv later = {0}, earlier = {0};
+
+  start_with(1, NULL);
+  later.e = build_event_from_now_f(0.02f, -1, mv_cb, &later);
+  later.deadline = later.e->_priv.deadline_ns;
+  schedule_event(later.e);
+  earlier.e = build_event_from_now_f(5.0f, -1, mv_cb, &earlier);
+  earlier.deadline = 1;
+  schedule_event(earlier.e);
+  ASSERT_EQ(ec_shard_call(0, move_it, &later), 0);
+  ASSERT_EQ(ec_shard_call(0, move_it, &earlier), 0);
+  ASSERT_EQ(later.rc, 0);
+  ASSERT_EQ(earlier.rc, 0);
+  ASSERT_TRUE(unit_wait_ge(&earlier.fired, 1, 2000)); /* moved from +5 s to +10 ms */
+  ASSERT_TRUE(unit_wait_ge(&later.fired, 1, 5000));
+  ASSERT_EQ(later.early, 0); /* not at its old +20 ms deadline */
+  ASSERT_EQ(earlier.early, 0);
+  {
+    struct timeval tv = {1, 0};
+    Event *e = build_event_from_now_f(1.0f, -1, mv_cb, &later);
+
+    ASSERT_EQ(ec_timed_event_move(e, tv, 99), -EINVAL);
+    ASSERT_EQ(ec_timed_event_move(e, tv, E_FROM_NOW), 0); /* not scheduled: just set */
+    event_free(e);
+  }
+  finish();
+}
+
+static int kinds_fired;
+static int kind_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  if (type == E_TIMEOUT && tv_us(now) >= tv_us(&e->trigger))
+    __atomic_add_fetch(&kinds_fired, 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+static void t_constructors(void)
+{
+  struct timeval tv = {0, 20000}, abs;
+
+  start_with(2, NULL);
+  schedule_event(build_event_from_now(tv, -1, kind_cb, NULL));
+  gettimeofday(&abs, NULL);
+  abs.tv_usec += 30000;
+  if (abs.tv_usec >= 1000000) {
+    abs.tv_sec++;
+    abs.tv_usec -= 1000000;
+  }
+  schedule_event(build_event_from_epoch(abs, -1, kind_cb, NULL));
+  schedule_event(build_event(tv, E_FROM_NOW, -1, kind_cb, NULL));
+  schedule_event(build_event_from_now_f(0.01f, -1, kind_cb, NULL));
+  abs.tv_sec -= 10; /* in the past: fires at once */
+  schedule_event(build_event_from_epoch(abs, -1, kind_cb, NULL));
+  ASSERT_TRUE(unit_wait_ge(&kinds_fired, 5, 5000));
+  errno = 0;
+  ASSERT_NULL(build_event(tv, 0, -1, kind_cb, NULL));
+  ASSERT_EQ(errno, EINVAL);
+  ASSERT_NULL(build_event_from_now_f(1.0f, -1, NULL, NULL));
+  finish();
+}
+
+static const unit_test tests[] = {
+    UNIT_TEST(t_order_never_early),
+    UNIT_TEST(t_cancel_before_fire),
+    UNIT_TEST(t_cancel_queued),
+    UNIT_TEST(t_cancel_from_timer_callback),
+    UNIT_TEST(t_foreign_thread_timer_wakes_shard),
+    UNIT_TEST(t_per_iteration_cap),
+    UNIT_TEST(t_pending_at_shutdown_freed),
+    UNIT_TEST(t_timer_must_return_zero),
+    UNIT_TEST(t_move),
+    UNIT_TEST(t_constructors),
+    {NULL, NULL},
+};
+
+UNIT_MAIN("timer", tests)
