@@ -27,14 +27,17 @@ typedef struct ec_framework_options {
  * and line), or another negative errno. */
 EC_API int ec_framework_init(const ec_framework_options *opts);
 
-/* Starts the shard threads; returns once they all run. */
+/* Starts the shard threads (returns once they are created). -EINVAL before init,
+ * -EALREADY if started, -ECANCELED if ec_framework_stop came first, or pthread's error. */
 EC_API int ec_framework_start(void);
 
 /* Asks for a graceful stop. Any thread, async-signal-safe, idempotent. */
 EC_API void ec_framework_stop(void);
 
-/* Waits for the shards to finish, then closes and frees the Events still scheduled and
- * releases everything init made. -EINVAL if not initialised; -EDEADLK on a shard. */
+/* Waits for the shards to finish (it does not stop them: call ec_framework_stop first),
+ * handles requests still queued, closes and frees the Events still scheduled or
+ * floating, frees pending timers without firing them, and releases everything init
+ * made. -EINVAL if not initialised; -EDEADLK on a shard. */
 EC_API int ec_framework_join(void);
 
 /* start + wait for SIGINT/SIGTERM or ec_framework_stop() + join. For a daemon's main. */

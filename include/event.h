@@ -13,8 +13,9 @@
  * The callback's return value is the Event's new interest mask: returning the mask that
  * is already registered costs no system call; returning 0 ends the Event and the
  * scheduler frees it (not its descriptor) once the callback has returned. Readiness is
- * level-triggered as callbacks see it, and a callback is never run with a readiness bit
- * its descriptor does not have.
+ * level-triggered as callbacks see it, and readiness never reaches a callback with a bit
+ * its descriptor does not have (a mask passed to schedule_event_and_dispatch is delivered
+ * as given: the caller asked for it).
  */
 #ifndef EC_EVENT_H
 #define EC_EVENT_H
@@ -144,7 +145,8 @@ EC_API int ec_event_read_fd(int fd, void *buf, int len, int *needmask);
 
 /*
  * Writes up to `len` bytes; returns the number written (partial writes happen) or -1
- * with errno (EAGAIN: return *needmask). Never raises SIGPIPE. *needmask is always set.
+ * with errno (EAGAIN: return *needmask). On a socket it never raises SIGPIPE (a gone peer is
+ * EPIPE); on a pipe or file it is write(2), as is SIGPIPE then. *needmask is always set.
  */
 EC_API int event_write(Event *e, const void *buf, int len, int *needmask);
 

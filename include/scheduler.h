@@ -25,8 +25,10 @@ EC_API void schedule_event(Event *e);
 /*
  * schedule_event() with a result: 0 when done or posted, -EEXIST (another Event is
  * scheduled for this fd on the owner), -EBADF / -EPERM (the poller refused the
- * descriptor), -EINVAL (not an Event this framework built), -ESHUTDOWN (framework not
- * initialised or already stopped). Errors of a posted request are logged by the owner.
+ * descriptor), -EINVAL (not an Event this framework built, or no descriptor), -ENOMEM,
+ * -ESHUTDOWN (framework not initialised, or already joined). Between ec_framework_stop
+ * and ec_framework_join requests are still accepted: join handles them (and then closes
+ * and frees what they scheduled). Errors of a posted request are logged by the owner.
  */
 EC_API int ec_schedule_event(Event *e);
 
@@ -78,8 +80,9 @@ EC_API void get_floating_event_set(Event ***set, int *count);
 EC_API int is_scheduler_thread(void);
 
 /*
- * The time: on a shard, the wall-clock time sampled once at the start of the current
- * iteration (what callbacks get as `now`); elsewhere gettimeofday(). Any thread.
+ * The time: on a shard, the wall-clock time sampled once per iteration, right after the
+ * shard's wait returned (what callbacks get as `now`); elsewhere gettimeofday(). Any
+ * thread.
  */
 EC_API void get_now(struct timeval *toset);
 

@@ -10,9 +10,10 @@
 /*
  * Schedules `e` (as schedule_event) and, if `dispatch_mask` is non-zero, runs its
  * callback with `dispatch_mask` as eventtype. Any thread. On the owner shard the
- * dispatch happens later in the same iteration, after the running callback returns
- * (never re-entrantly); from any other thread the request travels through the owner's
- * mailbox. This is how a worker thread resumes a suspended session.
+ * dispatch runs after the running callback returns, before the shard waits again (never
+ * re-entrantly; requests for one Event made before it runs are merged into one dispatch); from any
+ * other thread the request travels through the owner's mailbox. This is how a worker thread resumes
+ * a suspended session.
  */
 EC_API void schedule_event_and_dispatch(Event *e, int dispatch_mask);
 
