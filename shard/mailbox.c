@@ -164,11 +164,14 @@ static void handle(shard *s, shard__msg *m)
     if (!(e->_priv.flags & SHARD__EVF_DEAD)) {
       int rc = shard__schedule_local(s, e);
 
-      if (rc < 0)
+      if (rc < 0) {
+        /* The poster handed the Event over and got 0 back: nobody else will free it. */
         ec_debug_printf(DERROR, EC_LOG_SHARD,
-                        "shard %d: posted schedule of Event %p (fd %d) failed: %s", s->id,
-                        (void *)e, e->fd, strerror(-rc));
-      else if (m->mask && !(e->_priv.flags & SHARD__EVF_DEAD))
+                        "shard %d: posted schedule of Event %p (fd %d) failed: %s; freeing "
+                        "the Event (its descriptor stays open)",
+                        s->id, (void *)e, e->fd, strerror(-rc));
+        shard__retire(s, e);
+      } else if (m->mask && !(e->_priv.flags & SHARD__EVF_DEAD))
         shard__dispatch(s, e, m->mask); /* one dispatch per request, in posting order */
     }
     shard__event_unref(s, e);

@@ -542,13 +542,32 @@ static int shard_init(shard *s, int id, const shard__poller_ops *ops, int budget
   return 0;
 }
 
-static void shard_fini(shard *s)
+/* Join time, the shard threads gone: handles what is still queued on every shard, as if
+ * on that shard, until nothing is left anywhere (a handler may post to another shard). */
+static void drain_all(void)
 {
-  /* Anything still queued (posted after the shard exited) is handled as if on the shard,
-   * then everything scheduled is closed and freed. */
+  int busy;
+
+  do {
+    busy = 0;
+    for (int i = 0; i < nshards; i++) {
+      shard *s = &shards[i];
+
+      if (!shard__mailbox_pending(s) && s->runq_head == NULL)
+        continue;
+      busy = 1;
+      self = s;
+      shard__mailbox_flush(s);
+      run_local(s);
+    }
+  } while (busy);
+  self = NULL;
+}
+
+/* Join time: closes and frees everything the shard still holds. */
+static void sweep(shard *s)
+{
   self = s;
-  shard__mailbox_flush(s);
-  run_local(s);
   shard__timers_clear(s); /* pending timers are freed without firing */
   for (int fd = 0; fd < s->fd_cap; fd++) {
     Event *e = s->fd_events[fd];
@@ -566,11 +585,15 @@ static void shard_fini(shard *s)
     event_close(e);
     shard__retire(s, e);
   }
+  self = NULL;
+}
+
+static void shard_fini(shard *s)
+{
   for (struct shard__recurrent *r = s->recurrent, *next; r; r = next) {
     next = r->next;
     ec_free(MEMTYPE_GENERIC, r);
   }
-  self = NULL;
   if (s->poller)
     s->ops->destroy(s->poller);
   shard__wakefd_close(s);
@@ -642,6 +665,10 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
 
 void shard__destroy_all(void)
 {
+  drain_all();
+  for (int i = 0; i < nshards; i++)
+    sweep(&shards[i]);
+  drain_all(); /* whatever closing and freeing posted */
   for (int i = 0; i < nshards; i++)
     shard_fini(&shards[i]);
   free(shards);
