@@ -89,6 +89,16 @@ EC_API void get_now(struct timeval *toset);
 /* get_now() in whole seconds since the epoch. Any thread. */
 EC_API time_t get_now_ts(void);
 
+/* A scheduler instance: one shard, as Momentum's multi-loop API names it (thread-pool
+ * jobs complete on an instance with the _INST completion modes). Opaque. */
+typedef struct ec_scheduler_inst ec_scheduler_inst;
+
+/* The instance of shard `shard`, of the calling shard (NULL off the shards), and the
+ * shard index of an instance (-1 for NULL or a stale pointer). Any thread. */
+EC_API ec_scheduler_inst *ec_scheduler_inst_get(int shard);
+EC_API ec_scheduler_inst *ec_scheduler_inst_self(void);
+EC_API int ec_scheduler_inst_index(const ec_scheduler_inst *inst);
+
 typedef int (*RecurFunc)(void *closure, struct timeval *now);
 
 /*

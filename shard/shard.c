@@ -841,6 +841,26 @@ void scheduler_recurrent_func_add(RecurFunc func, void *closure)
     ec_free(MEMTYPE_GENERIC, r);
 }
 
+/* An instance is a shard pointer, opaque outside shard/. */
+ec_scheduler_inst *ec_scheduler_inst_get(int id)
+{
+  return (ec_scheduler_inst *)shard__get(id);
+}
+
+ec_scheduler_inst *ec_scheduler_inst_self(void)
+{
+  return (ec_scheduler_inst *)self;
+}
+
+int ec_scheduler_inst_index(const ec_scheduler_inst *inst)
+{
+  const shard *s = (const shard *)inst;
+
+  if (s == NULL || nshards == 0 || s < shards || s >= shards + nshards)
+    return -1;
+  return s->id;
+}
+
 int ec_shard_count(void)
 {
   return nshards;
