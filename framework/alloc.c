@@ -38,8 +38,20 @@
 #ifdef HAVE_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define HAVE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HAVE_TSAN 1
+#endif
+#endif
+#ifdef HAVE_TSAN
+#define NOT_TSAN_INSTRUMENTED __attribute__((noinline, no_sanitize("thread")))
+#else
+#define NOT_TSAN_INSTRUMENTED
+#endif
 
-#define HDR_SIZE 16
+#define HDR_SIZE  16
 #define MAX_ALIGN 4096
 
 typedef struct alloc_hdr {
@@ -68,32 +80,38 @@ typedef struct thread_counters {
   counter c[MEMTYPE_MAX];
 } thread_counters;
 
-#define FIXED(name, sz) {{(name), (sz), 0, 0, EC_ALLOCATOR_FIXED, 0}, HDR_SIZE, 1}
-#define VSIZE(name) {{(name), 0, 0, 0, EC_ALLOCATOR_VSIZE, 0}, HDR_SIZE, 1}
+#define FIXED(name, sz)                                                                            \
+  {                                                                                                \
+    {(name), (sz), 0, 0, EC_ALLOCATOR_FIXED, 0}, HDR_SIZE, 1                                       \
+  }
+#define VSIZE(name)                                                                                \
+  {                                                                                                \
+    {(name), 0, 0, 0, EC_ALLOCATOR_VSIZE, 0}, HDR_SIZE, 1                                          \
+  }
 
 static memtype types[MEMTYPE_MAX] = {
-  [MEMTYPE_EVENT] = FIXED("core:event", sizeof(Event)),
-  [MEMTYPE_GENERIC] = VSIZE("core:generic"),
-  [MEMTYPE_BUF_STORAGE] = VSIZE("core:buf_storage"),
-  [MEMTYPE_MESSAGE_BODY] = VSIZE("core:message_body"),
-  [MEMTYPE_EC_SSL_CTX] = VSIZE("core:ec_ssl_ctx"),
-  [MEMTYPE_SMALL_BUF] = FIXED("core:small_buf", 1024),
-  [MEMTYPE_MEDIUM_BUF] = FIXED("core:medium_buf", 16384),
-  [MEMTYPE_STRING] = VSIZE("core:string"),
-  [MEMTYPE_SP_CLOSE_INFO] = VSIZE("core:sp_close_info"),
-  [MEMTYPE_EC_ASYNC_JOB] = VSIZE("core:ec_async_job"),
-  [MEMTYPE_SP_ASYNC_INFO] = VSIZE("core:sp_async_info"),
-  [MEMTYPE_MEM_POOL] = VSIZE("core:mem_pool"),
-  [MEMTYPE_ACCEPT_CONSTRUCT] = VSIZE("core:accept_construct"),
-  [MEMTYPE_NETLISTENER_INSTANCE] = VSIZE("core:netlistener_instance"),
-  [MEMTYPE_IO_OBJECT] = VSIZE("core:io_object"),
-  [MEMTYPE_IS_MALLOC_3C] = {{"core:malloc_3c", 0, 0, 0, EC_ALLOCATOR_VSIZE, 0}, 0, 1},
-  [MEMTYPE_EC_PTR_ARRAY] = VSIZE("core:ec_ptr_array"),
-  [MEMTYPE_CIDRNODE_IPV6] = VSIZE("core:cidrnode_ipv6"),
-  [MEMTYPE_SHARD_MSG] = FIXED("core:shard_msg", 64),
-  [MEMTYPE_LOG_MSG] = VSIZE("core:log_msg"),
-  [MEMTYPE_CONFIG] = VSIZE("core:config"),
-  [MEMTYPE_FD_TABLE] = VSIZE("core:fd_table"),
+    [MEMTYPE_EVENT] = FIXED("core:event", sizeof(Event)),
+    [MEMTYPE_GENERIC] = VSIZE("core:generic"),
+    [MEMTYPE_BUF_STORAGE] = VSIZE("core:buf_storage"),
+    [MEMTYPE_MESSAGE_BODY] = VSIZE("core:message_body"),
+    [MEMTYPE_EC_SSL_CTX] = VSIZE("core:ec_ssl_ctx"),
+    [MEMTYPE_SMALL_BUF] = FIXED("core:small_buf", 1024),
+    [MEMTYPE_MEDIUM_BUF] = FIXED("core:medium_buf", 16384),
+    [MEMTYPE_STRING] = VSIZE("core:string"),
+    [MEMTYPE_SP_CLOSE_INFO] = VSIZE("core:sp_close_info"),
+    [MEMTYPE_EC_ASYNC_JOB] = VSIZE("core:ec_async_job"),
+    [MEMTYPE_SP_ASYNC_INFO] = VSIZE("core:sp_async_info"),
+    [MEMTYPE_MEM_POOL] = VSIZE("core:mem_pool"),
+    [MEMTYPE_ACCEPT_CONSTRUCT] = VSIZE("core:accept_construct"),
+    [MEMTYPE_NETLISTENER_INSTANCE] = VSIZE("core:netlistener_instance"),
+    [MEMTYPE_IO_OBJECT] = VSIZE("core:io_object"),
+    [MEMTYPE_IS_MALLOC_3C] = {{"core:malloc_3c", 0, 0, 0, EC_ALLOCATOR_VSIZE, 0}, 0, 1},
+    [MEMTYPE_EC_PTR_ARRAY] = VSIZE("core:ec_ptr_array"),
+    [MEMTYPE_CIDRNODE_IPV6] = VSIZE("core:cidrnode_ipv6"),
+    [MEMTYPE_SHARD_MSG] = FIXED("core:shard_msg", 64),
+    [MEMTYPE_LOG_MSG] = VSIZE("core:log_msg"),
+    [MEMTYPE_CONFIG] = VSIZE("core:config"),
+    [MEMTYPE_FD_TABLE] = VSIZE("core:fd_table"),
 };
 
 /* Guards registration, the list of counter blocks, the retired totals and the peaks. */
@@ -109,6 +127,7 @@ static int64_t peak_bytes[MEMTYPE_MAX];
 static _Thread_local thread_counters *my_counters;
 static pthread_key_t counters_key;
 static pthread_once_t counters_once = PTHREAD_ONCE_INIT;
+static bool counters_key_ok; /* written once under counters_once */
 
 static uint32_t magic_of(uint32_t type)
 {
@@ -168,8 +187,9 @@ static void counters_release(void *arg)
 
 static void counters_key_create(void)
 {
-  if (pthread_key_create(&counters_key, counters_release) != 0)
-    abort(); /* only EAGAIN (no keys left) or ENOMEM at first use: nothing sane remains */
+  /* Without a key (the process ran out of them) no block could be folded at thread exit:
+   * every thread then counts through the locked slow path in count(). */
+  counters_key_ok = pthread_key_create(&counters_key, counters_release) == 0;
 }
 
 static thread_counters *counters_attach(void)
@@ -178,6 +198,8 @@ static thread_counters *counters_attach(void)
   void *mem;
 
   pthread_once(&counters_once, counters_key_create);
+  if (!counters_key_ok)
+    return NULL;
   /* Cache-line aligned so that two threads' blocks never share a line. */
   if (posix_memalign(&mem, 64, sizeof(*tc)) != 0)
     return NULL;
@@ -302,6 +324,15 @@ static void *raw_realloc(const memtype *mt, void *base, size_t old_total, size_t
 
 /* ---- header checks ------------------------------------------------------------------- */
 
+/* Reads the identifying half of a header. Under TSan, the double-free check reads the
+ * header of a freed block on purpose, which TSan would report as a use after free: this
+ * read alone is left uninstrumented there (writes to headers still are). */
+NOT_TSAN_INSTRUMENTED static void hdr_peek(const alloc_hdr *h, uint32_t *magic, uint32_t *type)
+{
+  *magic = h->magic;
+  *type = h->type;
+}
+
 /*
  * Returns the live header of `p` or NULL. A pointer that is misaligned cannot be ours.
  * Under ASan the header of a freed or foreign block lies in poisoned memory: asking ASan
@@ -320,8 +351,7 @@ static alloc_hdr *hdr_of(void *p, uint32_t *magic, uint32_t *type)
   if (__asan_region_is_poisoned(h, sizeof(*h)) != NULL)
     return NULL;
 #endif
-  *magic = h->magic;
-  *type = h->type;
+  hdr_peek(h, magic, type);
   if (*type >= MEMTYPE_MAX || *type == MEMTYPE_IS_MALLOC_3C || *magic != magic_of(*type))
     return NULL;
   if (type_get((int)*type) == NULL)
@@ -454,9 +484,8 @@ void *ec_realloc(int object_type, void *old, size_t size)
   }
   if ((int)type != object_type) {
     ec_debug_printf(DCRITICAL, EC_LOG_MEM,
-                    "ec_realloc: %p was allocated as '%s' (%u) but reallocated as '%s' (%d)",
-                    old, type_name((int)type), (unsigned)type, mt->def.memtype_description,
-                    object_type);
+                    "ec_realloc: %p was allocated as '%s' (%u) but reallocated as '%s' (%d)", old,
+                    type_name((int)type), (unsigned)type, mt->def.memtype_description, object_type);
     errno = EINVAL;
     return NULL;
   }
@@ -583,8 +612,8 @@ static bool def_valid(const mem_type_def *def)
 /* lock_class is deprecated and ignored, so it does not make two definitions differ. */
 static bool def_same(const mem_type_def *a, const mem_type_def *b)
 {
-  return a->size == b->size && a->aligned == b->aligned &&
-         a->allocator_type == b->allocator_type && a->force_zero == b->force_zero;
+  return a->size == b->size && a->aligned == b->aligned && a->allocator_type == b->allocator_type &&
+         a->force_zero == b->force_zero;
 }
 
 static int find_locked(const char *name)
@@ -628,8 +657,8 @@ int ec_memtype_register(const mem_type_def *def)
   pthread_mutex_unlock(&reg_lock);
   /* Logged outside the lock: logging may allocate, and a first allocation takes it. */
   if (why)
-    ec_debug_printf(DERROR, EC_LOG_MEM, "ec_memtype_register: '%s': %s",
-                    def->memtype_description, why);
+    ec_debug_printf(DERROR, EC_LOG_MEM, "ec_memtype_register: '%s': %s", def->memtype_description,
+                    why);
   return id;
 }
 
