@@ -79,7 +79,7 @@ void shard__wake(shard *s)
 
 int shard__post(shard *s, int kind, Event *ev, int mask, void (*fn)(void *), void *arg)
 {
-  shard__msg *m = ec_malloc(MEMTYPE_SHARD_MSG);
+  shard__msg *m = shard__msg_alloc();
 
   if (m == NULL)
     return -ENOMEM;
@@ -130,8 +130,14 @@ int shard__mailbox_pending(shard *s)
 /* Detaches the mailbox and appends it, in posting order, to the backlog. */
 static void refill_backlog(shard *s)
 {
-  ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&s->mailbox);
+  ck_stack_entry_t *e;
   shard__msg *head = NULL, *tail = NULL;
+
+  /* A plain read first: the exchange would take the line from the producers even when
+   * there is nothing to detach. */
+  if (ec__load(&s->mailbox.head) == NULL)
+    return;
+  e = ck_stack_batch_pop_upmc(&s->mailbox);
 
   ec__tsan_acquire(&s->mailbox); /* pairs with the release in shard__post */
 
@@ -185,7 +191,10 @@ static void handle(shard *s, shard__msg *m)
 
 int shard__mailbox_drain(shard *s, int budget)
 {
+  shard__msg_batch done;
   int n = 0;
+
+  done.n = 0;
 
   if (s->backlog_head == NULL)
     refill_backlog(s);
@@ -199,9 +208,10 @@ int shard__mailbox_drain(shard *s, int budget)
         refill_backlog(s);
     }
     handle(s, m);
-    ec_free(MEMTYPE_SHARD_MSG, m);
+    shard__msg_release_batch(&done, m);
     n++;
   }
+  shard__msg_release_flush(&done);
   ec__store(&s->counters.messages, s->counters.messages + (uint64_t)n);
   return n;
 }

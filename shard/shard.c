@@ -15,6 +15,7 @@
  */
 #include "shard/shard.h"
 #include "framework/internal.h"
+#include "shard/acceptor.h"
 
 #include "framework/atomic.h"
 #include <errno.h>
@@ -251,6 +252,8 @@ void shard__float(shard *s, Event *e)
 
 void shard__event_destroy(Event *e)
 {
+  if (e->_priv.session != NULL)
+    shard__session_forget(e);
   if (e->io_data != NULL && e->io_opset != NULL && e->io_opset->event_release != NULL)
     e->io_opset->event_release(e);
   e->_priv.magic = 0;
@@ -347,6 +350,8 @@ void shard__dispatch(shard *s, Event *e, int mask)
 {
   int rounds = aggressive_rounds[e->aggressive & 3];
 
+  if (e->_priv.session != NULL && !(mask & E_TIMEOUT))
+    shard__session_touch(s, e->_priv.session); /* activity restarts the idle timeout */
   for (;;) {
     int ret;
 
@@ -449,13 +454,22 @@ static void run_recurrent(shard *s)
 /* How long the poller may block: not at all when work is queued, otherwise until the
  * earliest timer. The clock is read afresh here rather than taken from `now`, which may
  * be old after long callbacks (libuv's timers firing late after a slow iteration). */
+static int64_t min_timeout(int64_t a, int64_t b)
+{
+  return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
 static int64_t wait_timeout(shard *s)
 {
-  int64_t t;
+  int64_t t, sess = s->nlstates > 0 ? shard__sessions_expire(s) : -1;
+  uint64_t now;
 
   if (s->runq_head != NULL || s->backlog_head != NULL)
     return 0;
-  t = shard__timers_next(s, fw__mono_ns());
+  now = fw__mono_ns();
+  t = min_timeout(shard__timers_next(s, now), sess);
+  if (s->draining)
+    t = min_timeout(t, s->drain_deadline > now ? (int64_t)(s->drain_deadline - now) : 0);
   if (s->recurrent != NULL && (t < 0 || t > 1000000000))
     t = 1000000000; /* recurrent functions run at least once a second */
   return t;
@@ -500,8 +514,20 @@ static void *shard_main(void *arg)
   snprintf(name, sizeof(name), "ecshard/%d", s->id);
   pthread_setname_np(pthread_self(), name);
   update_now(s);
-  while (!ec__load_acquire(&stopping))
+  for (;;) {
+    /* Pairs with the release store in shard__stop_all. */
+    if (ec__load_acquire(&stopping)) {
+      if (!s->draining) {
+        /* Stop watching the stop descriptor (it stays readable) and close the listeners;
+         * sessions may run on until they end or the drain deadline. */
+        s->ops->ctl(s->poller, stop_fd, SHARD__GEN_STOP, E_READ, 0);
+        shard__drain_begin(s);
+      }
+      if (shard__drain_done(s))
+        break;
+    }
     iterate(s);
+  }
   /* Messages posted before the stop request are still handled here (join handles any
    * that arrive later). */
   update_now(s);
@@ -568,7 +594,8 @@ static void drain_all(void)
 static void sweep(shard *s)
 {
   self = s;
-  shard__timers_clear(s); /* pending timers are freed without firing */
+  shard__sessions_free(s); /* acceptors closed; sessions forgotten before their Events */
+  shard__timers_clear(s);  /* pending timers are freed without firing */
   for (int fd = 0; fd < s->fd_cap; fd++) {
     Event *e = s->fd_events[fd];
 
@@ -671,6 +698,7 @@ void shard__destroy_all(void)
   drain_all(); /* whatever closing and freeing posted */
   for (int i = 0; i < nshards; i++)
     shard_fini(&shards[i]);
+  shard__msgcache_free_all(); /* every queue is empty now */
   free(shards);
   shards = NULL;
   nshards = 0;
@@ -859,6 +887,11 @@ int ec_scheduler_inst_index(const ec_scheduler_inst *inst)
   if (s == NULL || nshards == 0 || s < shards || s >= shards + nshards)
     return -1;
   return s->id;
+}
+
+int ec_framework_stopping(void)
+{
+  return ec__load(&stopping);
 }
 
 int ec_shard_count(void)

@@ -50,9 +50,27 @@ typedef struct shard__msg {
   Event *ev;
   void (*fn)(void *arg);
   void *arg;
+  struct shard__msgcache *origin; /* the producer's node cache (shard/msgcache.c) */
 } shard__msg;
 
 CK_STACK_CONTAINER(shard__msg, entry, shard__msg_from_entry)
+
+/* Consumed messages grouped by the cache they go back to, returned once per drain. */
+#define SHARD__MSG_BATCH_ORIGINS 8
+typedef struct shard__msg_batch {
+  int n;
+  struct {
+    struct shard__msgcache *origin;
+    shard__msg *head, *tail;
+  } chains[SHARD__MSG_BATCH_ORIGINS];
+} shard__msg_batch;
+
+/* shard/msgcache.c: a node from the calling thread's cache (or the allocator); NULL on
+ * ENOMEM. Release adds a consumed node to a batch; flush hands the batch back. */
+shard__msg *shard__msg_alloc(void);
+void shard__msg_release_batch(shard__msg_batch *b, shard__msg *m);
+void shard__msg_release_flush(shard__msg_batch *b);
+void shard__msgcache_free_all(void); /* join time, every queue drained */
 
 struct shard__recurrent {
   RecurFunc fn;
@@ -113,6 +131,16 @@ typedef struct shard {
 
   struct shard__recurrent *recurrent;
   int mailbox_budget;
+
+  /* Sessions and acceptors (shard/acceptor.c). */
+  struct shard__lstate *lstates; /* per listener: session lists by phase */
+  int nlstates;
+  struct shard__acceptor **acceptors;
+  int nacceptors, acceptors_cap;
+  int64_t nsessions; /* owner-written, read by single-mode hand-off (atomic) */
+  int draining;
+  uint64_t drain_deadline;
+  unsigned handoff_rr;
 
   shard__timer *timers; /* 4-ary min-heap (shard/timer.c) */
   int ntimers, timers_cap;
