@@ -48,6 +48,22 @@ static const char default_text[] =
     "  queue_size = 8192;      # queued messages; a power of two >= 16\n"
     "};\n"
     "\n"
+    "# Connections: process-wide limits (0 = none) and what happens on EMFILE/ENFILE.\n"
+    "limits = {\n"
+    "  max_connections = 0;    # sessions open at once over all listeners\n"
+    "  accept_retry_delay = 0.1;  # seconds accepting pauses after EMFILE/ENFILE\n"
+    "};\n"
+    "\n"
+    "# A graceful stop (SIGTERM, ec_framework_stop) closes the listeners at once and lets\n"
+    "# sessions finish for up to drain_timeout seconds; then they get E_TIMEOUT.\n"
+    "shutdown = {\n"
+    "  drain_timeout = 10.0;\n"
+    "};\n"
+    "\n"
+    "# Listeners: NAME = { listen = \"ADDR:PORT\" or [ ... ]; protocol = \"NAME\"; ... }.\n"
+    "# See docs/configuration.md for every option. None by default.\n"
+    "listener = { };\n"
+    "\n"
     "# Momentum's Debug_Flags: subsystems enabled at a level beyond what log.level enables.\n"
     "debug_flags = { };        # e.g. DEBUG = [ \"LOG1\", \"FD\" ]; keys are level names "
     "(upper case)\n";
@@ -146,6 +162,53 @@ static const cfg_entry log_schema[] = {
     {.name = NULL},
 };
 
+static const char *check_nonneg(const config_setting_t *s)
+{
+  double v = config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+                                                         : (double)config_setting_get_int64(s);
+
+  return v >= 0 && v < 1e9 ? NULL : "must be a number of seconds >= 0";
+}
+
+static const char *check_listen(const config_setting_t *s)
+{
+  return fw__listen_addr_check(config_setting_get_string(s));
+}
+
+static const char *const accept_modes[] = {"reuseport", "single", NULL};
+
+/* listener = { NAME = { ... }; }: one listener per member (framework/listener.c). */
+static const cfg_entry listener_schema[] = {
+    {.name = "listen", .type = CFG_STRING_LIST, .flags = CFG_REQUIRED, .check = check_listen},
+    {.name = "protocol", .type = CFG_STRING, .flags = CFG_REQUIRED},
+    {.name = "enabled", .type = CFG_BOOL},
+    {.name = "accept_mode", .type = CFG_STRING, .choices = accept_modes},
+    {.name = "backlog", .type = CFG_INT, .min = 1, .max = 65535},
+    {.name = "tcp_nodelay", .type = CFG_BOOL},
+    {.name = "rcvbuf", .type = CFG_INT, .min = 0, .max = 1 << 30},
+    {.name = "sndbuf", .type = CFG_INT, .min = 0, .max = 1 << 30},
+    {.name = "max_connections", .type = CFG_INT, .min = 0, .max = 1 << 30},
+    {.name = "accepts_per_iteration", .type = CFG_INT, .min = 1, .max = 1 << 16},
+    {.name = "idle_timeout", .type = CFG_FLOAT, .check = check_nonneg},
+    {.name = "handshake_timeout", .type = CFG_FLOAT, .check = check_nonneg},
+    {.name = "proxy_protocol", .type = CFG_BOOL},
+    {.name = NULL},
+};
+
+static const cfg_entry listener_member = {
+    .name = "listener", .type = CFG_GROUP, .members = listener_schema};
+
+static const cfg_entry limits_schema[] = {
+    {.name = "max_connections", .type = CFG_INT, .min = 0, .max = 1 << 30},
+    {.name = "accept_retry_delay", .type = CFG_FLOAT, .check = check_nonneg},
+    {.name = NULL},
+};
+
+static const cfg_entry shutdown_schema[] = {
+    {.name = "drain_timeout", .type = CFG_FLOAT, .check = check_nonneg},
+    {.name = NULL},
+};
+
 static const cfg_entry debug_flags_member = {
     .name = "debug_flags member", .type = CFG_STRING_LIST, .check = check_subsystem};
 
@@ -156,6 +219,9 @@ static const cfg_entry root_members[] = {
      .type = CFG_GROUP_OF,
      .of = &debug_flags_member,
      .key_check = check_level_key},
+    {.name = "listener", .type = CFG_GROUP_OF, .of = &listener_member},
+    {.name = "limits", .type = CFG_GROUP, .members = limits_schema},
+    {.name = "shutdown", .type = CFG_GROUP, .members = shutdown_schema},
     {.name = NULL},
 };
 
@@ -271,9 +337,16 @@ static void check_string(vctx *v, const config_setting_t *s, const cfg_entry *e)
 static void check_string_list(vctx *v, const config_setting_t *s, const cfg_entry *e)
 {
   int n = config_setting_length(s);
+  const char *why0;
 
+  if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+    /* A lone string is a one-element list: listen = "127.0.0.1:7007"; */
+    if (e->check != NULL && (why0 = e->check(s)) != NULL)
+      bad(v, s, "%s (got '%s')", why0, config_setting_get_string(s));
+    return;
+  }
   if (config_setting_type(s) != CONFIG_TYPE_ARRAY && config_setting_type(s) != CONFIG_TYPE_LIST) {
-    bad(v, s, "must be an array of strings");
+    bad(v, s, "must be a string or an array of strings");
     return;
   }
   for (int i = 0; i < n; i++) {

@@ -2,6 +2,7 @@
  * framework/framework.c - bootstrap: init, start, stop, join, run (DESIGN §3.13).
  */
 #include "framework/internal.h"
+#include "framework/listener.h"
 #include "shard/shard.h"
 
 #include "framework/atomic.h"
@@ -85,6 +86,14 @@ int ec_framework_start(void)
     pthread_mutex_unlock(&lifecycle);
     return st == FW_DOWN ? -EINVAL : st == FW_STOPPING ? -ECANCELED : -EALREADY;
   }
+  /* Listeners open here, on this thread, so that a port in use fails the start. Their
+   * acceptors reach the shards through the mailboxes. */
+  rc = fw__listeners_open();
+  if (rc < 0) {
+    pthread_mutex_unlock(&lifecycle);
+    ec_debug_printf(DERROR, EC_LOG_START, "ec_framework_start: listeners: %s", strerror(-rc));
+    return rc;
+  }
   rc = shard__start_all();
   /* A stop that arrives meanwhile has moved the state on already; keep it. */
   if (rc == 0)
@@ -119,6 +128,7 @@ int ec_framework_join(void)
   /* Shards that never started have nothing to wait for; running ones finish on stop. */
   shard__join_all();
   shard__destroy_all();
+  fw__listeners_free();
   ec_debug_printf(DINFO, EC_LOG_START, "ecshard stopped");
   fw__log_stop();
   fw__config_unload();

@@ -34,6 +34,12 @@ const config_t *fw__config(void);
  */
 int fw__config_check_text(const char *text, const char *origin, char *errbuf, size_t errlen);
 
+/* ---- listeners (framework/listener.c) ------------------------------------------------ */
+
+/* NULL if `addr` is a listen address ("IPv4:PORT", "[IPv6]:PORT", "*:PORT",
+ * "unix:/path"), else what is wrong with it. For the configuration schema. */
+const char *fw__listen_addr_check(const char *addr);
+
 /* ---- logging (framework/log.c) -------------------------------------------------------- */
 
 /* Applies the `log` and `debug_flags` sections and starts the logger thread. 0 or -errno. */

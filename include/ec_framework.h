@@ -87,6 +87,82 @@ EC_API int ec_shard_stats_get(int shard, ec_shard_stats *out);
 /* Name of the poller backend in use ("epoll", "poll", "kqueue"); NULL before init. */
 EC_API const char *ec_poller_name(void);
 
+/* ---- protocols and listeners ------------------------------------------------------- */
+
+/*
+ * A protocol module serves the connections of the listeners configured with its name
+ * (Momentum's netlistener: an accept hook that may refuse early, and a session handler):
+ *
+ *   listener = {
+ *     echo = { listen = "127.0.0.1:7007"; protocol = "echo"; };
+ *     web  = { listen = [ "0.0.0.0:8080", "[::]:8080" ]; protocol = "http";
+ *              max_connections = 10000; idle_timeout = 60.0; proxy_protocol = true; };
+ *   };
+ *
+ * Both hooks run on the shard that owns the connection. A session ends when its Event is
+ * closed with event_close (that is what the framework counts for connection caps and
+ * draining). When the listener's idle timeout (or, before the session started, its
+ * handshake timeout) passes, or when a graceful stop's drain deadline comes, the
+ * session's Event is dispatched with E_TIMEOUT: close it and return 0.
+ */
+typedef struct ec_accept_info {
+  const char *listener;         /* the listener's name in the configuration */
+  const char *protocol;         /* the protocol's name */
+  int shard;                    /* the shard serving the connection */
+  struct sockaddr_storage peer; /* the client (from the PROXY header when there was one) */
+  socklen_t peer_len;
+  struct sockaddr_storage local; /* the address it connected to (likewise) */
+  socklen_t local_len;
+  int proxied; /* 1 if the addresses came from a PROXY protocol header */
+} ec_accept_info;
+
+typedef struct ec_protocol {
+  const char *name; /* what `protocol = "..."` names; copied */
+  /*
+   * Optional. Called right after accept (and after a PROXY header), before the session
+   * starts: return 0 to serve the connection, non-zero to refuse it (the framework sends
+   * busy_reply, if any, and closes it).
+   */
+  int (*accept_hook)(const ec_accept_info *info, void *closure);
+  /*
+   * Required. Takes over the connection: `e` is a non-blocking fd Event with mask E_READ
+   * and no callback yet. Set e->callback (and e->closure), do any first I/O (a greeting),
+   * and return the interest mask to schedule it with, as a callback would; or close it
+   * with event_close and return 0 (the framework frees `e`).
+   */
+  int (*session_start)(Event *e, const ec_accept_info *info, void *closure);
+  /* Optional: written (best effort) to connections refused because a connection limit was
+   * reached or the accept hook said no, e.g. "421 4.3.2 Too busy\r\n". Copied. */
+  const char *busy_reply;
+  void *closure; /* passed to the hooks */
+} ec_protocol;
+
+/*
+ * Registers a protocol module. Before ec_framework_start (listeners are opened there and
+ * must find their protocol). 0, -EEXIST (name taken), -EINVAL, -ENOMEM. Any thread.
+ */
+EC_API int ec_protocol_register(const ec_protocol *proto);
+
+/* 1 once a graceful stop has begun (listeners closed, sessions draining): protocols use it
+ * to end sessions at a convenient point (after the current request). Any thread. */
+EC_API int ec_framework_stopping(void);
+
+/* Counters of one listener, summed over shards. */
+typedef struct ec_listener_stats {
+  uint64_t accepted;      /* connections accepted */
+  uint64_t refused;       /* refused: connection limits or the accept hook */
+  uint64_t active;        /* sessions open now */
+  uint64_t timeouts;      /* sessions sent E_TIMEOUT (idle, handshake, drain) */
+  uint64_t proxy_errors;  /* malformed or missing PROXY headers */
+  uint64_t accept_pauses; /* times accepting paused on EMFILE/ENFILE */
+} ec_listener_stats;
+
+/* Stats of the listener named `name`: 0, or -ENOENT. After start. Any thread. */
+EC_API int ec_listener_stats_get(const char *name, ec_listener_stats *out);
+
+/* Sessions open now on all listeners. Any thread. */
+EC_API uint64_t ec_sessions_active(void);
+
 /* ---- configuration ----------------------------------------------------------------- */
 
 /*

@@ -75,18 +75,19 @@ typedef struct ec_event_io_opset {
 
 /* Framework-private state of an Event. Do not touch; event_post_dup resets it in a copy. */
 struct ec_event_priv {
-  int32_t owner;        /* owning shard, -1 until placed */
-  uint32_t gen;         /* fd-table generation of the current registration */
-  uint16_t state;       /* idle / scheduled / floating / timer */
-  uint16_t flags;       /* dispatching, dead, queued, ... */
-  int regmask;          /* interest registered with the poller */
-  int pending_mask;     /* dispatch requested on the owner (local run queue) */
-  unsigned refs;        /* queued references (mailbox messages, run queue); atomic */
-  uint32_t magic;       /* catches Events not made by build_* or memcpy'd without post_dup */
-  int32_t heap_index;   /* timers: position in the shard's timer heap, -1 if none */
-  uint64_t deadline_ns; /* timers: CLOCK_MONOTONIC deadline */
-  uint64_t seq;         /* timers: scheduling order, for equal deadlines */
-  Event *next;          /* owner-local queues */
+  int32_t owner;              /* owning shard, -1 until placed */
+  uint32_t gen;               /* fd-table generation of the current registration */
+  uint16_t state;             /* idle / scheduled / floating / timer */
+  uint16_t flags;             /* dispatching, dead, queued, ... */
+  int regmask;                /* interest registered with the poller */
+  int pending_mask;           /* dispatch requested on the owner (local run queue) */
+  unsigned refs;              /* queued references (mailbox messages, run queue); atomic */
+  uint32_t magic;             /* catches Events not made by build_* or memcpy'd without post_dup */
+  int32_t heap_index;         /* timers: position in the shard's timer heap, -1 if none */
+  uint64_t deadline_ns;       /* timers: CLOCK_MONOTONIC deadline */
+  uint64_t seq;               /* timers: scheduling order, for equal deadlines */
+  Event *next;                /* owner-local queues */
+  struct ec_session *session; /* accepted connections: the framework's session record */
 };
 
 struct _Event {

@@ -3,10 +3,9 @@
 #
 #   scripts/run.sh [ARG...]
 #
-# The main job is ecshardd, the host that runs the sample servers from configuration,
-# when it is built (build/samples/ecshardd/ecshardd); ARGs go to it (--config FILE,
-# --shards N, --set KEY=VALUE, --print-config). Until then it is the echo sample,
-# build/samples/echo/ecshard-echo: it serves 127.0.0.1:7007 with one shard per CPU.
+# The main job is ecshardd, the host that serves the sample protocol modules from its
+# embedded default configuration (echo on 127.0.0.1:7007, one shard per CPU, ...). ARGs go
+# to it: --config FILE, --shards N, --set KEY=VALUE, --print-config.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,13 +14,10 @@ cd "$root"
 scripts/deps.sh
 scripts/build.sh release
 
-build=${ECSHARD_BUILD_ROOT:-$root}/build
-for job in "$build/samples/ecshardd/ecshardd" "$build/samples/echo/ecshard-echo"; do
-  if [ -x "$job" ]; then
-    echo "== run.sh: $job $*"
-    exec "$job" "$@"
-  fi
-done
-echo "run.sh: the build produced no main job (looked for samples/ecshardd/ecshardd and" \
-  "samples/echo/ecshard-echo under $build)" >&2
-exit 1
+job=${ECSHARD_BUILD_ROOT:-$root}/build/samples/ecshardd/ecshardd
+if [ ! -x "$job" ]; then
+  echo "run.sh: the build produced no $job" >&2
+  exit 1
+fi
+echo "== run.sh: $job $*"
+exec "$job" "$@"

@@ -8,6 +8,7 @@
  * last of them rather than under them.
  */
 #include "framework/internal.h"
+#include "shard/acceptor.h"
 #include "shard/shard.h"
 #include "sp_async.h"
 
@@ -326,6 +327,8 @@ int event_close(Event *e)
     errno = EBADF;
     return -1;
   }
+  if (e->_priv.session != NULL)
+    shard__session_end(e->_priv.session); /* the connection ends here, for limits and drain */
   if (e->io_opset != NULL && e->io_opset->event_close != NULL) {
     rc = e->io_opset->event_close(e);
   } else {
@@ -377,6 +380,11 @@ void event_post_dup(Event *dst, Event *src)
   }
   owner = src->_priv.owner;
   memset(&dst->_priv, 0, sizeof(dst->_priv));
+  /* The session (accepted connections) follows the duplicate, which will serve it. */
+  dst->_priv.session = src->_priv.session;
+  src->_priv.session = NULL;
+  if (dst->_priv.session != NULL)
+    dst->_priv.session->ev = dst;
   dst->_priv.owner = owner;
   dst->_priv.heap_index = -1;
   dst->_priv.magic = SHARD__EVENT_MAGIC;

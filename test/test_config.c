@@ -555,8 +555,8 @@ static void t_bad_settings_rejected(void)
       {"debug_flags = { DEBUG = [ \"LOG1\", \"NOPE\" ]; };",
        "<t>:1: 'debug_flags.DEBUG[1]' must be a subsystem name (LOG1, FD, NET, SHARD, CONFIG, "
        "ALL, ...) (got 'NOPE')"},
-      {"debug_flags = { DEBUG = \"LOG1\"; };",
-       "<t>:1: 'debug_flags.DEBUG' must be an array of strings"},
+      {"debug_flags = { DEBUG = 5; };",
+       "<t>:1: 'debug_flags.DEBUG' must be a string or an array of strings"},
       {"debug_flags = { DEBUG = [ 1, 2 ]; };", "<t>:1: 'debug_flags.DEBUG[0]' must be a string"},
       {"debug_flags = 1;", "<t>:1: 'debug_flags' must be a group { ... }"},
   };
