@@ -15,6 +15,7 @@ base=(
   libssl-dev openssl libjemalloc-dev libck-dev libcunit1-dev libconfig-dev
   libevent-dev libuv1-dev # perf/: the libevent and libuv peers of the benchmarks
   curl python3 procps iproute2
+  haproxy # test/integration/haproxy.py: a real load balancer sending PROXY v2
 )
 # gnuplot-nox rather than gnuplot: the latter pulls in Qt and X11.
 perf=(wrk nginx-light h2o swaks strace valgrind linux-perf gnuplot-nox postfix)

@@ -34,6 +34,7 @@ typedef struct shard__acceptor {
   int fd;
   Event *ev;    /* the listening Event */
   Event *retry; /* pending EMFILE retry timer, or NULL */
+  int pausing;  /* paused since the last successful accept: log once per episode */
 } shard__acceptor;
 
 #define EXPIRE_BUDGET 1024 /* E_TIMEOUT dispatches per iteration */
@@ -376,7 +377,7 @@ static void pause_accepting(shard *s, shard__acceptor *a, int err)
   fw__listener *l = a->l;
 
   ec__fetch_add(&l->pauses, 1);
-  ec_debug_printf(DWARNING, EC_LOG_NET,
+  ec_debug_printf(a->pausing++ ? DDEBUG : DWARNING, EC_LOG_NET,
                   "listener %s: accept4(fd %d) failed: %s; pausing accepts on shard %d for %.0f "
                   "ms (open sessions are still served)",
                   l->name, a->fd, strerror(err), s->id, (double)fw__accept_retry_ns() / 1e6);
@@ -393,6 +394,13 @@ static int accept_some(shard *s, shard__acceptor *a, int budget)
     int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
     if (fd >= 0) {
+      if (a->pausing) {
+        ec_debug_printf(DNOTICE, EC_LOG_NET,
+                        "listener %s: accepting again on shard %d after %d "
+                        "pauses",
+                        a->l->name, s->id, a->pausing);
+        a->pausing = 0;
+      }
       if (a->l->single && ec_shard_count() > 1)
         hand_off(s, a->l, fd);
       else
@@ -470,6 +478,7 @@ int shard__acceptor_install(fw__listener *l, int fd, int id)
   a->fd = fd;
   a->ev = NULL;
   a->retry = NULL;
+  a->pausing = 0;
   rc = shard__post(shard__get(id), SHARD__MSG_RUN, NULL, 0, acceptor_add, a);
   if (rc < 0)
     ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);

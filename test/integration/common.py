@@ -1,0 +1,65 @@
+"""Helpers for the integration tests that drive ecshardd (and real peers) over loopback.
+
+Every wait is bounded; every process started is stopped by PID at the end."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit("FAIL: server exited early with %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("FAIL: nothing listens on port %d after %.0f s" % (port, timeout))
+
+
+def echo_ok(sock, payload=b"ping\n", timeout=1.0):
+    """True if the connection echoes `payload` back within `timeout`."""
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(len(payload) - len(got))
+            if not chunk:
+                return False
+            got += chunk
+        return got == payload
+    except OSError:
+        return False
+
+
+def stop(proc, timeout=15.0):
+    """SIGTERM, then wait; returns the exit status (SIGKILL after `timeout`)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["gdb", "-p", str(proc.pid), "-batch", "-ex", "thread apply all bt"], stdout=open("/tmp/gdb-stop.txt", "w"), stderr=subprocess.STDOUT)
+            proc.kill()
+            proc.wait()
+            raise SystemExit("FAIL: pid %d did not stop within %.0f s of SIGTERM" % (proc.pid, timeout))
+    return proc.returncode
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    sys.exit(1)
