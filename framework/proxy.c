@@ -102,7 +102,7 @@ static int parse_v1(const unsigned char *buf, size_t len, fw__proxy_result *out,
   unsigned sport, dport;
   int family;
 
-    for (size_t i = 0; i < len && i + 1 < V1_MAX; i++) {
+  for (size_t i = 0; i < len && i + 1 < V1_MAX; i++) {
     if (s[i] == '\r') {
       if (i + 1 == len)
         break; /* the LF may still come */

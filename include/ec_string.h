@@ -17,20 +17,20 @@
 typedef struct io_object io_object; /* disk-backed and I/O-object strings: not supported */
 
 typedef struct _ec_string {
-  int len;          /* bytes of content */
-  int allocd;       /* capacity of buffer */
-  char *buffer;     /* content, NUL-terminated */
-  int type;         /* memtype (> 0) or STRING_TYPE_* (< 0) */
+  int len;      /* bytes of content */
+  int allocd;   /* capacity of buffer */
+  char *buffer; /* content, NUL-terminated */
+  int type;     /* memtype (> 0) or STRING_TYPE_* (< 0) */
   io_object *backing;
 } string;
 
-#define STRING_TYPE_MALLOC MEMTYPE_IS_MALLOC_3C
-#define STRING_TYPE_ECSTRING MEMTYPE_STRING
-#define STRING_TYPE_MESSAGE_BODY MEMTYPE_MESSAGE_BODY
-#define STRING_TYPE_STATIC -100
-#define STRING_TYPE_DISK_BACKED -101 /* not supported: string_init_type fails */
-#define STRING_TYPE_IO_OBJECT -102   /* not supported: string_init_type fails */
-#define STRING_TYPE_GROWBUF -103     /* not supported: string_init_type fails */
+#define STRING_TYPE_MALLOC          MEMTYPE_IS_MALLOC_3C
+#define STRING_TYPE_ECSTRING        MEMTYPE_STRING
+#define STRING_TYPE_MESSAGE_BODY    MEMTYPE_MESSAGE_BODY
+#define STRING_TYPE_STATIC          -100
+#define STRING_TYPE_DISK_BACKED     -101 /* not supported: string_init_type fails */
+#define STRING_TYPE_IO_OBJECT       -102 /* not supported: string_init_type fails */
+#define STRING_TYPE_GROWBUF         -103 /* not supported: string_init_type fails */
 #define STRING_TYPE_GROWABLE_STATIC -104
 
 /*
