@@ -258,7 +258,7 @@ static void t_double_schedule_same_fd(void)
   t.b = build_fd_event(sv[0], 0, 0, never_cb, &calls);
   ASSERT_EQ(ec_shard_call(t.a->fd % 2, schedule_twice, &t), 0);
   ASSERT_EQ(t.rc_a, 0);
-    ASSERT_EQ(t.rc_b, -EEXIST);
+  ASSERT_EQ(t.rc_b, -EEXIST);
   event_free(t.b); /* never scheduled: the caller still owns it */
   {
     /* Posted from another thread, the same conflict is found by the owner, which logs it
@@ -271,7 +271,7 @@ static void t_double_schedule_same_fd(void)
       usleep(1000);
     ASSERT_EQ(unit_live(MEMTYPE_EVENT), before);
   }
-  finish();        /* t.a is closed and freed at shutdown */
+  finish(); /* t.a is closed and freed at shutdown */
 }
 
 struct freeself {
