@@ -77,11 +77,23 @@ static int timer_deadline(struct timeval when, int whence, struct timeval *trigg
   uint64_t mono;
   int64_t wall_ns, when_ns, offset;
 
+  shard *s = shard__self();
+
   if (whence != E_FROM_NOW && whence != E_FROM_EPOCH)
     return -EINVAL;
-  clock_gettime(CLOCK_REALTIME, &wall);
-  mono = fw__mono_ns();
-  wall_ns = (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec;
+  if (s != NULL) {
+    /* On a shard one clock read is enough: the wall clock is extrapolated from the pair
+     * the iteration sampled (monotonic first, then wall), less a microsecond so that it
+     * cannot run ahead of the real wall clock by the gap between those two reads. */
+    mono = fw__mono_ns();
+    wall_ns = (int64_t)s->now.tv_sec * 1000000000 + (int64_t)s->now.tv_usec * 1000 +
+              (int64_t)(mono - s->now_ns) - 1000;
+    wall.tv_nsec = (long)(wall_ns % 1000000000);
+  } else {
+    clock_gettime(CLOCK_REALTIME, &wall);
+    mono = fw__mono_ns();
+    wall_ns = (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec;
+  }
   when_ns = (int64_t)when.tv_sec * 1000000000 + (int64_t)when.tv_usec * 1000;
   if (whence == E_FROM_NOW) {
     offset = when_ns > 0 ? when_ns : 0;

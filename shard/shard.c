@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 static shard *shards;
@@ -36,7 +37,8 @@ static int stopping; /* set by shard__stop_all (any thread, signal handlers) */
  * joining and tearing the shards down. */
 static int stop_fd = -1;
 static unsigned place_rr; /* round-robin placement of timers */
-static __thread shard *self;
+__thread shard *shard__tls_self;
+#define self shard__tls_self
 
 int shard__count(void)
 {
@@ -46,11 +48,6 @@ int shard__count(void)
 shard *shard__get(int id)
 {
   return id >= 0 && id < nshards ? &shards[id] : NULL;
-}
-
-shard *shard__self(void)
-{
-  return self;
 }
 
 static void counter_add(uint64_t *c, uint64_t n)
@@ -513,6 +510,10 @@ static void *shard_main(void *arg)
   fw__log_thread_name(name);
   snprintf(name, sizeof(name), "ecshard/%d", s->id);
   pthread_setname_np(pthread_self(), name);
+  /* The kernel may defer a wakeup by the thread's timer slack (50 us by default) to batch
+   * it with others; a shard wants its timers on time. */
+  if (s->timer_slack_ns > 0)
+    prctl(PR_SET_TIMERSLACK, (unsigned long)s->timer_slack_ns, 0, 0, 0);
   update_now(s);
   for (;;) {
     /* Pairs with the release store in shard__stop_all. */
@@ -677,6 +678,7 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
   for (int i = 0; rc == 0 && i < n; i++) {
     rc = shard_init(&shards[i], i, ops, mailbox_budget, events_per_wait);
     shards[i].timer_budget = timer_budget > 0 ? timer_budget : 1;
+    shards[i].timer_slack_ns = ec_config_get_int("event_loop.timer_slack_ns", 1000);
     if (rc < 0)
       ec_debug_printf(DERROR, EC_LOG_SHARD,
                       "shard %d: cannot set up its %s poller and wakeup descriptors: %s", i,

@@ -145,7 +145,8 @@ typedef struct shard {
   shard__timer *timers; /* 4-ary min-heap (shard/timer.c) */
   int ntimers, timers_cap;
   uint64_t timer_seq;
-  int timer_budget; /* max_timed_events_per_iter */
+  int timer_budget;         /* max_timed_events_per_iter */
+  long long timer_slack_ns; /* event_loop.timer_slack_ns: PR_SET_TIMERSLACK of the thread */
   struct shard__counters counters;
 } shard;
 
@@ -164,7 +165,12 @@ void shard__join_all(void);
 
 int shard__count(void);
 shard *shard__get(int id);
-shard *shard__self(void); /* the calling thread's shard, or NULL */
+/* The calling thread's shard, or NULL. Inline: it is on every path that checks ownership. */
+extern __thread shard *shard__tls_self;
+static inline shard *shard__self(void)
+{
+  return shard__tls_self;
+}
 
 /* Owner-side operations (called on the owning shard). */
 int shard__schedule_local(shard *s, Event *e);

@@ -106,13 +106,17 @@ void shard__timer_move(shard *s, Event *e, uint64_t deadline_ns)
 {
   int i = e->_priv.heap_index;
 
-  e->_priv.deadline_ns = deadline_ns;
-  if (i < 0 || i >= s->ntimers || s->timers[i].e != e)
-    return;
-  /* Later: the heap keeps the earlier key until it surfaces (see the file comment). A
+  /* Later: the heap keeps the earlier key until it surfaces (see the file comment), and
+   * the heap entry is not even read: its key is never later than the Event's deadline. A
    * moved timer counts as scheduled now for the order among equal deadlines. */
+  if (deadline_ns >= e->_priv.deadline_ns || i < 0) {
+    e->_priv.deadline_ns = deadline_ns;
+    e->_priv.seq = ++s->timer_seq;
+    return;
+  }
+  e->_priv.deadline_ns = deadline_ns;
   e->_priv.seq = ++s->timer_seq;
-  if (deadline_ns >= s->timers[i].deadline)
+  if (i >= s->ntimers || s->timers[i].e != e || deadline_ns >= s->timers[i].deadline)
     return;
   s->timers[i].deadline = deadline_ns;
   s->timers[i].seq = e->_priv.seq;
@@ -168,9 +172,14 @@ int64_t shard__timers_next(shard *s, uint64_t now_ns)
 
 void shard__timers_clear(shard *s)
 {
-  while (s->ntimers > 0) {
-    Event *e = pop(s);
+  /* One pass over the array: no sifting for timers that are all going away. */
+  int n = s->ntimers;
 
+  s->ntimers = 0;
+  for (int i = 0; i < n; i++) {
+    Event *e = s->timers[i].e;
+
+    e->_priv.heap_index = -1;
     ec__store(&e->_priv.state, SHARD__EV_IDLE);
     shard__retire(s, e);
   }
