@@ -34,9 +34,11 @@ typedef struct _ec_string {
 #define STRING_TYPE_GROWABLE_STATIC -104
 
 /*
- * Sets up `str` with `size` bytes of capacity (counting the NUL; must be > 0) of `type`.
- * For STRING_TYPE_STATIC and STRING_TYPE_GROWABLE_STATIC use string_init_static instead.
- * Returns 1 on success, 0 on failure (errno EINVAL / ENOMEM). Any thread.
+ * Sets up `str` with `size` bytes of capacity (counting the NUL; must be > 0) of `type`, a
+ * memtype (STRING_TYPE_ECSTRING, _MALLOC, _MESSAGE_BODY or a registered variable-size
+ * one). For STRING_TYPE_STATIC and STRING_TYPE_GROWABLE_STATIC use string_init_static.
+ * Returns 1 on success, 0 on failure: errno EINVAL (bad size or type), ENOTSUP
+ * (STRING_TYPE_DISK_BACKED, _IO_OBJECT, _GROWBUF), ENOMEM. Any thread.
  */
 EC_API int string_init_type(string *str, size_t size, int type);
 
@@ -44,7 +46,9 @@ EC_API int string_init_type(string *str, size_t size, int type);
  * STRING_TYPE_GROWABLE_STATIC), empty. 1 or 0. */
 EC_API int string_init_static(string *str, char *buf, size_t size, int type);
 
-/* Releases what string_init_type allocated; the string is empty afterwards. Returns 1. */
+/* Releases what string_init_type (or growth) allocated; the caller's buffer of a static
+ * string is left alone. The string is empty afterwards (buffer NULL) and grows again on
+ * the next append. Returns 1 (0 with errno EINVAL for NULL). */
 EC_API int string_destroy(string *str);
 
 /* Appends formatted text; returns `str`, or NULL if it could not grow (str unchanged). */

@@ -23,8 +23,10 @@
 #include "ec_config.h"
 #include "ec_log.h"
 #include "ec_malloc.h"
+#include "ec_string.h"
 
 #include <pthread.h>
+#include <sys/uio.h>
 
 /* Interest and readiness bits. */
 #define E_READ      0x00000001
@@ -61,6 +63,9 @@ typedef int (*CloseFunc)(Event *e);
 typedef ssize_t (*SendFileFunc)(Event *e, int in_fd, off_t *offset, size_t count, int *needmask);
 typedef void (*DupFunc)(Event *dst, Event *src);
 typedef void (*ReleaseFunc)(Event *e);
+/* Gathered write of `iovcnt` buffers: bytes written (partial writes happen) or -1 with errno;
+ * sets *needmask like WriteFunc. */
+typedef ssize_t (*WritevFunc)(Event *e, const struct iovec *iov, int iovcnt, int *needmask);
 
 typedef struct ec_event_io_opset {
   AcceptFunc event_accept;
@@ -71,6 +76,7 @@ typedef struct ec_event_io_opset {
   /* ecshard additions, may be NULL: */
   DupFunc event_dup;         /* event_post_dup: move io_data from src to dst */
   ReleaseFunc event_release; /* event_free of an Event that still holds io_data */
+  WritevFunc event_writev;   /* event_io_* gathered writes; NULL: writev(2) or event_write */
 } event_io_opset;
 
 /* Framework-private state of an Event. Do not touch; event_post_dup resets it in a copy. */
@@ -181,5 +187,112 @@ EC_API int ec_event_place(Event *e, int shard);
 
 /* Owner shard of an Event, or -1 if not placed yet. */
 EC_API int ec_event_shard(const Event *e);
+
+/* ---- buffered I/O helpers: event_io_* ------------------------------------------------------ */
+
+/* Results of the event_io_* functions. */
+#define EVENT_IO_ERROR   (-1) /* failed; errno says why (see each function) */
+#define EVENT_IO_EOF     0    /* event_io_read: end of stream before the last byte */
+#define EVENT_IO_DONE    1    /* finished; state->needmask is 0 */
+#define EVENT_IO_PENDING 2    /* not finished: return state->needmask from the callback */
+
+/* Private part of an event_io_state. Do not touch. */
+struct ec_event_io_priv {
+  const char *str_buf; /* event_io_write_string: identity of the string being written */
+  int str_len;
+};
+
+/*
+ * Progress of one buffered operation on an Event (Momentum's layout, then `_priv`). Start
+ * from a zeroed struct; release with event_io_state_clean. A state holds one operation at
+ * a time, a write or an exact read, and keeps its buffer for the next one (up to 64 KiB).
+ * One thread at a time (the Event's owner).
+ *
+ *   buf      MEMTYPE_BUF_STORAGE memory owned by the state, `bufsize` bytes
+ *   optype   0 when idle, else the pending operation (internal values)
+ *   buflen   write: end of the pending bytes in buf; read: the length being read
+ *   offset   write: bytes of buf already written; read: bytes received so far
+ *   needmask after EVENT_IO_PENDING, the mask to return from the callback; 0 when idle
+ */
+typedef struct _event_io_state {
+  char *buf;
+  int optype;
+  int buflen;
+  int bufsize;
+  int offset;
+  int needmask;
+  struct ec_event_io_priv _priv;
+} event_io_state;
+
+/*
+ * Writes all `buflen` bytes of `buf` through the Event's I/O operations. What cannot be
+ * written now is copied into the state (so `buf` may be on the stack) and the call returns
+ * EVENT_IO_PENDING with state->needmask set; finish with event_io_retry. Called while a
+ * write is pending, it appends `buf` after the pending bytes (order kept) and tries one
+ * gathered write of everything. EVENT_IO_DONE: all written (also the pending bytes).
+ * EVENT_IO_ERROR: errno EPIPE, ECONNRESET, ENOMEM, ... (the pending bytes are dropped), or
+ * EINVAL (bad arguments) / EBUSY (an exact read is pending), which leave the state as it
+ * was. Owner thread.
+ */
+EC_API int event_io_write(Event *e, const char *buf, int buflen, event_io_state *state);
+
+/*
+ * Resumes the operation pending in `state`: a write (event_io_write, _write_string,
+ * _printf, ec_event_io_queue) or an exact read (event_io_read; the bytes are then left in
+ * state->buf[0 .. state->buflen)). EVENT_IO_DONE when nothing was pending. Same results as
+ * the operation resumed. Owner thread.
+ */
+EC_API int event_io_retry(Event *e, event_io_state *state);
+
+/*
+ * Reads exactly `buflen` bytes. While they have not all arrived, the bytes received so far
+ * are kept in the state and the call returns EVENT_IO_PENDING (state->needmask set): call
+ * it again, with any buffer of the same length (the caller's pointer is never remembered).
+ * EVENT_IO_DONE: all `buflen` bytes are in the `buf` of this call. EVENT_IO_EOF: the
+ * stream ended first; the state->offset bytes that did arrive are in `buf`. EVENT_IO_ERROR:
+ * errno (EINVAL also for a different `buflen` than the pending read's; EBUSY if a write is
+ * pending in the state). Owner thread.
+ */
+EC_API int event_io_read(Event *e, char *buf, int buflen, event_io_state *state);
+
+/*
+ * event_io_write of the contents of a string (str->buffer, str->len bytes). Called again
+ * with the same string (same buffer and length) while its write is pending, it continues
+ * that write (the seed does so with the string passed by value); a different string is
+ * appended, as event_io_write does. After EVENT_IO_DONE the next call starts a new write.
+ * Do not change the string while its write is pending. Owner thread.
+ *
+ * The macro also accepts a `string` by value, as the seed's last sample passes it.
+ */
+EC_API int event_io_write_string(Event *e, string *str, event_io_state *state);
+EC_API int ec_event_io_write_string_value(Event *e, string str, event_io_state *state);
+/* clang-format off */
+#define event_io_write_string(e, str, state)                                                       \
+  _Generic((str), string : ec_event_io_write_string_value, default : event_io_write_string)(       \
+    (e), (str), (state))
+/* clang-format on */
+
+/*
+ * Formats into an 8192-byte buffer (on the stack) and writes the text with event_io_write.
+ * Text longer than 8191 bytes is not written: EVENT_IO_ERROR with errno EMSGSIZE.
+ * Owner thread.
+ */
+EC_API int event_io_printf(Event *e, event_io_state *state, const char *fmt, ...)
+    EC_PRINTF_LIKE(3, 4);
+
+/* Frees the state's buffer and zeroes it; pending data is dropped. Zeroed states are fine. */
+EC_API void event_io_state_clean(event_io_state *state);
+
+/*
+ * Appends `buflen` bytes to the state's pending output without writing anything: the next
+ * event_io_retry (or event_io_write) sends everything queued with one gathered write.
+ * Returns EVENT_IO_PENDING with state->needmask = E_WRITE (nothing queued and buflen 0:
+ * EVENT_IO_DONE), or EVENT_IO_ERROR (EINVAL, EBUSY as event_io_write; ENOMEM), the state
+ * unchanged. No I/O: whichever single thread uses the state.
+ */
+EC_API int ec_event_io_queue(event_io_state *state, const char *buf, int buflen);
+
+/* Bytes of output pending in the state (0 when idle or reading). */
+EC_API int ec_event_io_pending(const event_io_state *state);
 
 #endif /* EC_EVENT_H */

@@ -104,7 +104,8 @@ static size_t v2(unsigned char *b, int cmd, int fam, int proto, const void *addr
   b[13] = (unsigned char)(fam << 4 | proto);
   b[14] = (unsigned char)(body >> 8);
   b[15] = (unsigned char)body;
-  memcpy(b + 16, addrs, alen);
+  if (alen > 0)
+    memcpy(b + 16, addrs, alen);
   memset(b + 16 + alen, 0, extra); /* TLVs: skipped */
   return 16 + body;
 }
