@@ -67,6 +67,24 @@ static const char default_text[] =
     "# See docs/configuration.md for every option. None by default.\n"
     "listener = { };\n"
     "\n"
+    "# Worker thread pools (Momentum's ThreadPool): blocking work leaves the shards on them\n"
+    "# (ec_queue_async_job, io_wrapper). CPU and IO always exist; any other name adds a pool.\n"
+    "threadpool = {\n"
+    "  CPU = { concurrency = 0; backlog = 0; };  # threads (0 = one per CPU); backlog 0 = no limit\n"
+    "  IO = { concurrency = 16; backlog = 0; };  # threads that mostly wait: more than CPUs\n"
+    "};\n"
+    "\n"
+    "# io_wrapper read jobs: files, file://, http:// and https:// URLs.\n"
+    "io_wrapper = {\n"
+    "  max_size = 67108864;     # bytes; a larger resource fails (IOJ_STORE_FAILED, EFBIG)\n"
+    "  connect_timeout = 10.0;  # seconds\n"
+    "  timeout = 60.0;          # seconds for a whole HTTP transfer\n"
+    "  max_redirects = 5;\n"
+    "  verify_peer = true;      # https: check the certificate and the host name\n"
+    "  ca_file = \"\";            # \"\": the system's CA certificates\n"
+    "  proxy = \"\";              # \"\": none (http_proxy & co. are ignored)\n"
+    "};\n"
+    "\n"
     "# Momentum's Debug_Flags: subsystems enabled at a level beyond what log.level enables.\n"
     "debug_flags = { };        # e.g. DEBUG = [ \"LOG1\", \"FD\" ]; keys are level names "
     "(upper case)\n";
@@ -213,6 +231,43 @@ static const cfg_entry shutdown_schema[] = {
     {.name = NULL},
 };
 
+/* threadpool = { NAME = { ... }; }: one pool per member (pool/pool.c). Pool names go into
+ * thread names and log lines. */
+static const char *check_pool_name(const char *name)
+{
+  return strlen(name) < 32 ? NULL : "pool names have at most 31 characters";
+}
+
+static const cfg_entry threadpool_schema[] = {
+    {.name = "concurrency", .type = CFG_INT, .min = 0, .max = 1024},
+    {.name = "backlog", .type = CFG_INT, .min = 0, .max = 1 << 30},
+    {.name = "stack_size", .type = CFG_INT, .min = 0, .max = 1 << 30},
+    {.name = NULL},
+};
+
+static const cfg_entry threadpool_member = {
+    .name = "threadpool", .type = CFG_GROUP, .members = threadpool_schema};
+
+static const char *check_seconds(const config_setting_t *s)
+{
+  double v = config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+                                                         : (double)config_setting_get_int64(s);
+
+  return v > 0 && v <= 86400 ? NULL : "must be a number of seconds in (0, 86400]";
+}
+
+/* io_wrapper read jobs (pool/io_wrapper.c). */
+static const cfg_entry io_wrapper_schema[] = {
+    {.name = "max_size", .type = CFG_INT, .min = 1, .max = INT_MAX - 1},
+    {.name = "connect_timeout", .type = CFG_FLOAT, .check = check_seconds},
+    {.name = "timeout", .type = CFG_FLOAT, .check = check_seconds},
+    {.name = "max_redirects", .type = CFG_INT, .min = 0, .max = 50},
+    {.name = "verify_peer", .type = CFG_BOOL},
+    {.name = "ca_file", .type = CFG_STRING},
+    {.name = "proxy", .type = CFG_STRING},
+    {.name = NULL},
+};
+
 static const cfg_entry debug_flags_member = {
     .name = "debug_flags member", .type = CFG_STRING_LIST, .check = check_subsystem};
 
@@ -226,6 +281,11 @@ static const cfg_entry root_members[] = {
     {.name = "listener", .type = CFG_GROUP_OF, .of = &listener_member},
     {.name = "limits", .type = CFG_GROUP, .members = limits_schema},
     {.name = "shutdown", .type = CFG_GROUP, .members = shutdown_schema},
+    {.name = "threadpool",
+     .type = CFG_GROUP_OF,
+     .of = &threadpool_member,
+     .key_check = check_pool_name},
+    {.name = "io_wrapper", .type = CFG_GROUP, .members = io_wrapper_schema},
     {.name = NULL},
 };
 

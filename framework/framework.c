@@ -3,6 +3,7 @@
  */
 #include "framework/internal.h"
 #include "framework/listener.h"
+#include "pool/pool.h"
 #include "shard/shard.h"
 
 #include "framework/atomic.h"
@@ -67,6 +68,15 @@ int ec_framework_init(const ec_framework_options *opts)
     fw__config_unload();
     goto out;
   }
+  /* Thread pools (pool/): queues ready now, so jobs may be queued from init on; their
+   * workers start with ec_framework_start. */
+  rc = pool__init();
+  if (rc < 0) {
+    shard__destroy_all();
+    fw__log_stop();
+    fw__config_unload();
+    goto out;
+  }
   ec__store(&state, FW_INIT);
   ec_debug_printf(DNOTICE, EC_LOG_START, "ecshard %s: %lld shards, %s poller",
                   ECSHARD_VERSION_STRING, n, ec_poller_name());
@@ -94,7 +104,9 @@ int ec_framework_start(void)
     ec_debug_printf(DERROR, EC_LOG_START, "ec_framework_start: listeners: %s", strerror(-rc));
     return rc;
   }
-  rc = shard__start_all();
+  rc = pool__start(); /* worker threads; jobs queued since init start running */
+  if (rc == 0)
+    rc = shard__start_all();
   /* A stop that arrives meanwhile has moved the state on already; keep it. */
   if (rc == 0)
     ec__cas_int(&state, FW_INIT, FW_RUNNING);
@@ -127,7 +139,11 @@ int ec_framework_join(void)
   }
   /* Shards that never started have nothing to wait for; running ones finish on stop. */
   shard__join_all();
+  /* The pools drain (or drop, skip_on_shutdown) their queues and join their workers while
+   * the shard mailboxes still take completions; shard__destroy_all then runs those. */
+  pool__stop();
   shard__destroy_all();
+  pool__fini();
   fw__listeners_free();
   ec_debug_printf(DINFO, EC_LOG_START, "ecshard stopped");
   fw__log_stop();

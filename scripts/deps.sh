@@ -13,6 +13,7 @@ base=(
   build-essential cmake pkg-config git
   clang libclang-rt-14-dev clang-format # sanitizer builds use clang; CI checks the format
   libssl-dev openssl libjemalloc-dev libck-dev libcunit1-dev libconfig-dev
+  libcurl4-openssl-dev # io_wrapper's HTTP(S) client
   libevent-dev libuv1-dev # perf/: the libevent and libuv peers of the benchmarks
   curl python3 procps iproute2
   haproxy # test/integration/haproxy.py: a real load balancer sending PROXY v2
