@@ -70,7 +70,7 @@ static const char default_text[] =
     "# Worker thread pools (Momentum's ThreadPool): blocking work leaves the shards on them\n"
     "# (ec_queue_async_job, io_wrapper). CPU and IO always exist; any other name adds a pool.\n"
     "threadpool = {\n"
-    "  CPU = { concurrency = 0; backlog = 0; };  # threads (0 = one per CPU); backlog 0 = no limit\n"
+    "  CPU = { concurrency = 0; backlog = 0; };  # 0 threads: one per CPU; 0 backlog: no limit\n"
     "  IO = { concurrency = 16; backlog = 0; };  # threads that mostly wait: more than CPUs\n"
     "};\n"
     "\n"
