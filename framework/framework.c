@@ -192,12 +192,30 @@ int ec_framework_run(void)
       break;
   }
   ec_framework_stop();
+  /* While the sessions drain, a second SIGINT/SIGTERM ends the drain at once (the
+   * impatient operator's Ctrl-C twice). */
+  while (shard__running() > 0) {
+    struct pollfd q = {.fd = sfd, .events = POLLIN};
+    struct signalfd_siginfo si;
+
+    if (poll(&q, 1, 100) > 0 && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+      ec_debug_printf(DNOTICE, EC_LOG_SIG, "signal %u again: ending the drain now", si.ssi_signo);
+      shard__drain_force();
+    }
+  }
 out:
   rc2 = ec_framework_join();
   if (rc == 0)
     rc = rc2;
-  if (sfd >= 0)
+  if (sfd >= 0) {
+    struct signalfd_siginfo si;
+
+    /* Signals that arrived meanwhile are consumed: restoring the mask must not deliver a
+     * SIGTERM that kills the process after a clean stop. */
+    while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+      ;
     close(sfd);
+  }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;
 }

@@ -130,8 +130,9 @@ static const char *parse_addr(const char *s, laddr *a)
   host[hl] = '\0';
   errno = 0;
   port = strtol(colon + 1, &end, 10);
-  if (colon[1] == '\0' || *end != '\0' || errno != 0 || port < 0 || port > 65535)
-    return "the port must be a number from 0 to 65535";
+  /* Port 0 would give every shard's SO_REUSEPORT socket a different ephemeral port. */
+  if (colon[1] == '\0' || *end != '\0' || errno != 0 || port < 1 || port > 65535)
+    return "the port must be a number from 1 to 65535";
   if (s[0] == '[') {
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&a->ss;
 
@@ -175,6 +176,32 @@ static void unlink_stale(const struct sockaddr_un *u)
   if (connect(fd, (const struct sockaddr *)u, sizeof(*u)) < 0 && errno == ECONNREFUSED)
     unlink(u->sun_path);
   close(fd);
+}
+
+/*
+ * SO_REUSEPORT lets any process of the same user join a port and take a share of its
+ * connections: a second instance started by mistake would silently split the traffic.
+ * A plain bind (without SO_REUSEPORT) fails if anybody is bound there, so try one first.
+ */
+static int port_free(const laddr *a, const char *what)
+{
+  int one = 1, rc = 0;
+  int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  if (fd < 0)
+    return 0; /* the real socket() will report it */
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)); /* TIME_WAIT is fine */
+  if (a->ss.ss_family == AF_INET6)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno == EADDRINUSE) {
+    ec_debug_printf(DERROR, EC_LOG_NET,
+                    "listener %s: address in use (another process listens there; with "
+                    "SO_REUSEPORT it would get a share of our connections)",
+                    what);
+    rc = -EADDRINUSE;
+  }
+  close(fd);
+  return rc;
 }
 
 static int open_socket(const laddr *a, int reuseport, int backlog, const char *what)
@@ -243,8 +270,12 @@ static int get_bool(const config_setting_t *g, const char *name, int def)
 static const char *where(const config_setting_t *s, char *buf, size_t len)
 {
   const char *file = config_setting_source_file(s);
+  unsigned line = config_setting_source_line(s);
 
-  snprintf(buf, len, "%s:%u", file ? file : "<config>", config_setting_source_line(s));
+  if (line > 0)
+    snprintf(buf, len, "%s:%u", file ? file : "<config>", line);
+  else /* --set overrides have no line */
+    snprintf(buf, len, "%s", file ? file : "<config>");
   return buf;
 }
 
@@ -252,10 +283,6 @@ static void listener_free(fw__listener *l)
 {
   if (l == NULL)
     return;
-  if (l->unix_path != NULL) {
-    unlink(l->unix_path);
-    ec_free(MEMTYPE_CONFIG, l->unix_path);
-  }
   ec_free(MEMTYPE_CONFIG, l->name);
   ec_free(MEMTYPE_CONFIG, l);
 }
@@ -266,7 +293,7 @@ static int open_address(fw__listener *l, const config_setting_t *g, const char *
   char what[256], loc[256];
   const char *why;
   laddr a;
-  int n = ec_shard_count(), nsock;
+  int n = ec_shard_count(), nsock, single;
   int rc;
 
   snprintf(what, sizeof(what), "%s (%s)", l->name, text);
@@ -276,18 +303,18 @@ static int open_address(fw__listener *l, const config_setting_t *g, const char *
                     where(config_setting_get_member(g, "listen"), loc, sizeof(loc)), what, why);
     return -EINVAL;
   }
-  if (a.is_unix) {
-    l->single = 1;
-    if (l->unix_path == NULL)
-      l->unix_path = ec_mt_strdup(MEMTYPE_CONFIG, ((struct sockaddr_un *)&a.ss)->sun_path);
-  }
-  nsock = l->single ? 1 : n;
+  /* SO_REUSEPORT does not balance Unix sockets: those always use one acceptor. */
+  single = l->single || a.is_unix;
+  nsock = single ? 1 : n;
+  if (!single && (rc = port_free(&a, what)) < 0)
+    return rc;
   for (int i = 0; i < nsock; i++) {
-    int fd = open_socket(&a, !l->single, backlog, what);
+    int fd = open_socket(&a, !single, backlog, what);
 
     if (fd < 0)
       return fd;
-    rc = shard__acceptor_install(l, fd, l->single ? l->index % n : i);
+    rc = shard__acceptor_install(l, fd, single ? l->index % n : i, single,
+                                 a.is_unix ? ((struct sockaddr_un *)&a.ss)->sun_path : NULL);
     if (rc < 0) {
       close(fd);
       return rc;
@@ -295,7 +322,7 @@ static int open_address(fw__listener *l, const config_setting_t *g, const char *
   }
   ec_debug_printf(
       DNOTICE, EC_LOG_NET, "listener %s: %s, protocol %s, %s%s", l->name, text, l->proto->name,
-      l->single ? "one acceptor handing off to all shards" : "a SO_REUSEPORT socket on every shard",
+      single ? "one acceptor handing off to all shards" : "a SO_REUSEPORT socket on every shard",
       l->proxy_protocol ? ", PROXY protocol" : "");
   return 0;
 }

@@ -20,7 +20,7 @@ typedef struct fw__listener {
   int accepts_per_iter;
   int64_t max_connections;        /* 0 = no limit */
   uint64_t idle_ns, handshake_ns; /* 0 = none */
-  char *unix_path;                /* unlinked at shutdown */
+
   /* Counters, any thread (atomic). */
   uint64_t accepted, refused, timeouts, proxy_errors, pauses;
   int64_t active;
@@ -28,8 +28,9 @@ typedef struct fw__listener {
 
 /* Opens every enabled listener of the configuration and installs an acceptor per socket
  * on its shard (as a closure posted to the shard). On any error (unknown protocol, bad
- * address, bind failure) logs it with file and line, closes what it opened and returns
- * -errno. Before the shards start. */
+ * address, bind failure) logs it with file and line and returns -errno; what was opened
+ * already belongs to the shards' acceptors and is closed by ec_framework_join. Before the
+ * shards start. */
 int fw__listeners_open(void);
 
 /* Frees the listeners (join time, shards gone) and forgets registered protocols. */

@@ -143,8 +143,9 @@ typedef struct ec_protocol {
  */
 EC_API int ec_protocol_register(const ec_protocol *proto);
 
-/* 1 once a graceful stop has begun (listeners closed, sessions draining): protocols use it
- * to end sessions at a convenient point (after the current request). Any thread. */
+/* 1 from ec_framework_stop until the next ec_framework_init: the listeners are closing and
+ * sessions draining. Protocols use it to end sessions at a convenient point (after the
+ * current request). Any thread. */
 EC_API int ec_framework_stopping(void);
 
 /* Counters of one listener, summed over shards. */

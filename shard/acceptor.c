@@ -32,9 +32,11 @@ struct shard__lstate {
 typedef struct shard__acceptor {
   fw__listener *l;
   int fd;
-  Event *ev;    /* the listening Event */
-  Event *retry; /* pending EMFILE retry timer, or NULL */
-  int pausing;  /* paused since the last successful accept: log once per episode */
+  Event *ev;       /* the listening Event */
+  Event *retry;    /* pending EMFILE retry timer, or NULL */
+  int pausing;     /* paused since the last successful accept: log once per episode */
+  int single;      /* hands connections to all shards */
+  char *unix_path; /* removed at close */
 } shard__acceptor;
 
 #define EXPIRE_BUDGET 1024 /* E_TIMEOUT dispatches per iteration */
@@ -94,6 +96,10 @@ static void append_session(shard *s, struct ec_session *ss)
 
 void shard__session_touch(shard *s, struct ec_session *ss)
 {
+  /* The handshake deadline counts from accept: a peer trickling a header byte by byte
+   * must not push it back (slowloris). */
+  if (ss->phase == SHARD__SESSION_HANDSHAKE)
+    return;
   ss->last_ns = s->now_ns;
   if (s->lstates[ss->listener].tail[ss->phase] == ss)
     return; /* already the most recent: the common case under load costs nothing more */
@@ -121,6 +127,7 @@ static void session_end_local(void *arg)
     ss->ev->_priv.session = NULL;
   fw__sessions_release(fw__listener_get(ss->listener));
   ec__store(&s->nsessions, s->nsessions - 1); /* read by single-mode hand-off */
+  ec_free(MEMTYPE_ACCEPT_CONSTRUCT, ss->hbuf);
   ec_free(MEMTYPE_ACCEPT_CONSTRUCT, ss);
 }
 
@@ -223,6 +230,7 @@ static int proxy_cb(Event *e, int type, void *closure, struct timeval *now)
   fw__proxy_result pr;
   ec_accept_info info;
   const char *why = NULL;
+  size_t have;
   ssize_t n;
   int len;
 
@@ -232,23 +240,43 @@ static int proxy_cb(Event *e, int type, void *closure, struct timeval *now)
     event_close(e);
     return 0;
   }
-  n = recv(e->fd, buf, sizeof(buf), MSG_PEEK);
+  /* Peek, so that no byte after the header is taken from the protocol. While the header is
+   * incomplete every byte there is part of it, so those are consumed into hbuf: leaving
+   * them in the socket would keep it readable and spin the shard. */
+  have = ss->hlen;
+  if (have > 0)
+    memcpy(buf, ss->hbuf, have);
+  n = recv(e->fd, buf + have, sizeof(buf) - have, MSG_PEEK);
   if (n < 0 && (errno == EAGAIN || errno == EINTR))
     return E_READ;
   if (n <= 0) {
     event_close(e);
     return 0;
   }
-  len = fw__proxy_parse(buf, (size_t)n, &pr, &why);
-  if (len == 0)
+  len = fw__proxy_parse(buf, have + (size_t)n, &pr, &why);
+  if (len == 0) {
+    if (ss->hbuf == NULL &&
+        (ss->hbuf = ec_malloc_size(MEMTYPE_ACCEPT_CONSTRUCT, FW__PROXY_MAX)) == NULL) {
+      event_close(e);
+      return 0;
+    }
+    if (recv(e->fd, ss->hbuf + have, (size_t)n, 0) != n) {
+      event_close(e);
+      return 0;
+    }
+    ss->hlen = (uint16_t)(have + (size_t)n);
     return E_READ;
-  if (len < 0 || recv(e->fd, buf, (size_t)len, 0) != len) {
+  }
+  if (len < 0 || recv(e->fd, buf + have, (size_t)len - have, 0) != (ssize_t)(len - (int)have)) {
     ec__fetch_add(&l->proxy_errors, 1);
     ec_debug_printf(DNOTICE, EC_LOG_NET, "listener %s: bad PROXY header (%s); closing", l->name,
                     why ? why : "short read");
     event_close(e);
     return 0;
   }
+  ec_free(MEMTYPE_ACCEPT_CONSTRUCT, ss->hbuf);
+  ss->hbuf = NULL;
+  ss->hlen = 0;
   fill_info(&info, l, e->fd, s->id);
   if (!pr.local) {
     info.peer = pr.src;
@@ -401,7 +429,7 @@ static int accept_some(shard *s, shard__acceptor *a, int budget)
                         a->l->name, s->id, a->pausing);
         a->pausing = 0;
       }
-      if (a->l->single && ec_shard_count() > 1)
+      if (a->single && ec_shard_count() > 1)
         hand_off(s, a->l, fd);
       else
         session_begin(s, a->l, fd);
@@ -464,24 +492,29 @@ fail:
                   a->fd);
   event_free(a->ev);
   close(a->fd);
+  ec_free(MEMTYPE_CONFIG, a->unix_path);
   ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);
 }
 
-int shard__acceptor_install(fw__listener *l, int fd, int id)
+int shard__acceptor_install(fw__listener *l, int fd, int id, int single, const char *unix_path)
 {
   shard__acceptor *a = ec_malloc_size(MEMTYPE_NETLISTENER_INSTANCE, sizeof(*a));
   int rc;
 
   if (a == NULL)
     return -ENOMEM;
+  a->single = single;
+  a->unix_path = unix_path ? ec_mt_strdup(MEMTYPE_CONFIG, unix_path) : NULL;
   a->l = l;
   a->fd = fd;
   a->ev = NULL;
   a->retry = NULL;
   a->pausing = 0;
   rc = shard__post(shard__get(id), SHARD__MSG_RUN, NULL, 0, acceptor_add, a);
-  if (rc < 0)
+  if (rc < 0) {
+    ec_free(MEMTYPE_CONFIG, a->unix_path);
     ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);
+  }
   return rc;
 }
 
@@ -495,6 +528,10 @@ static void acceptor_close(shard *s, shard__acceptor *a)
     event_close(a->ev);
     shard__retire(s, a->ev);
     a->ev = NULL;
+  }
+  if (a->unix_path != NULL) {
+    unlink(a->unix_path); /* bound by this acceptor: nobody listens there any more */
+    ec_free(MEMTYPE_CONFIG, a->unix_path);
   }
   ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);
 }

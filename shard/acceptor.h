@@ -13,8 +13,10 @@ struct ec_session {
   struct ec_session *prev, *next; /* the shard's list for its listener and phase */
   uint64_t last_ns;               /* last readiness dispatch (CLOCK_MONOTONIC) */
   Event *ev;                      /* the Event currently serving it (NULL: suspended) */
+  unsigned char *hbuf;            /* PROXY header bytes consumed so far (handshake only) */
   int32_t listener;
   int32_t shard;
+  uint16_t hlen;
   uint8_t phase; /* SHARD__SESSION_HANDSHAKE or _ACTIVE */
 };
 
@@ -22,8 +24,10 @@ struct ec_session {
 #define SHARD__SESSION_ACTIVE    1
 
 /* Posts an acceptor for listening socket `fd` of `l` to shard `shard` (before or after
- * start). The acceptor owns the descriptor from here on. 0 or -errno. */
-int shard__acceptor_install(fw__listener *l, int fd, int shard);
+ * start). `single`: it hands connections to all shards. `unix_path`: a Unix socket's file,
+ * removed when the acceptor closes (copied). The acceptor owns the descriptor from here
+ * on. 0 or -errno. */
+int shard__acceptor_install(fw__listener *l, int fd, int shard, int single, const char *unix_path);
 
 /* Owner thread: a readiness dispatch of a session's Event (idle timer restarts). */
 void shard__session_touch(shard *s, struct ec_session *ss);

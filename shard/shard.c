@@ -36,6 +36,8 @@ static int stopping; /* set by shard__stop_all (any thread, signal handlers) */
  * must be async-signal-safe and lock-free, can write to it even while another thread is
  * joining and tearing the shards down. */
 static int stop_fd = -1;
+static int running;       /* shard threads not yet out of shard_main (atomic) */
+static int drain_forced;  /* shard__drain_force: end the drain now (atomic) */
 static unsigned place_rr; /* round-robin placement of timers */
 __thread shard *shard__tls_self;
 #define self shard__tls_self
@@ -524,6 +526,9 @@ static void *shard_main(void *arg)
         s->ops->ctl(s->poller, stop_fd, SHARD__GEN_STOP, E_READ, 0);
         shard__drain_begin(s);
       }
+      /* Pairs with the release store in shard__drain_force. */
+      if (ec__load_acquire(&drain_forced))
+        s->drain_deadline = 0;
       if (shard__drain_done(s))
         break;
     }
@@ -536,6 +541,7 @@ static void *shard_main(void *arg)
   run_local(s);
   fw__alloc_thread_exit();
   self = NULL;
+  ec__fetch_add(&running, -1); /* read by ec_framework_run's wait */
   return NULL;
 }
 
@@ -648,6 +654,18 @@ static int stop_fd_reset(void)
   return 0;
 }
 
+int shard__running(void)
+{
+  return ec__load(&running);
+}
+
+void shard__drain_force(void)
+{
+  ec__store_release(&drain_forced, 1);
+  for (int i = 0; i < nshards; i++)
+    shard__wake(&shards[i]);
+}
+
 int shard__stop_fd(void)
 {
   return ec__load(&stop_fd);
@@ -689,6 +707,7 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
     return rc;
   }
   ec__store(&stopping, 0);
+  ec__store(&drain_forced, 0);
   return 0;
 }
 
@@ -727,6 +746,7 @@ int shard__start_all(void)
       break;
     }
     shards[i].running = 1;
+    ec__fetch_add(&running, 1);
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return rc;

@@ -160,7 +160,11 @@ void shard__destroy_all(void);
 /* Starts the threads and returns once they all run; asks them to stop; joins them. */
 int shard__start_all(void);
 void shard__stop_all(void); /* async-signal-safe */
-int shard__stop_fd(void);   /* readable once a stop was requested; -1 before the first init */
+int shard__stop_fd(void);
+int shard__running(void); /* shard threads still in their loop */
+void shard__drain_force(void);
+/* ends a graceful drain now (ec_framework_run) */ /* readable once a stop was requested; -1
+                                                      before the first init */
 void shard__join_all(void);
 
 int shard__count(void);

@@ -372,8 +372,15 @@ static void t_proxy_protocol(void)
   fd = connect_to(AF_INET, "127.0.0.1", port);
   ASSERT_TRUE(expect_eof(fd));
   close(fd);
+  /* Half a header, trickled: the deadline counts from accept, not from the last byte. */
+  fd = connect_to(AF_INET, "127.0.0.1", port);
+  ASSERT_EQ(write(fd, "PROXY TCP4 ", 11), 11);
+  usleep(300000);
+  ASSERT_EQ(write(fd, "1", 1), 1);
+  ASSERT_TRUE(expect_eof(fd));
+  close(fd);
   ASSERT_EQ(ec_listener_stats_get("p", &st), 0);
-  ASSERT_UEQ(st.proxy_errors, 2);
+  ASSERT_UEQ(st.proxy_errors, 3);
   finish();
 }
 
