@@ -12,6 +12,7 @@
 #include "ec_framework.h"
 
 #include "echo.h"
+#include "urlfetch.h"
 
 #define MAX_SET 64
 
@@ -22,15 +23,26 @@ static const char default_config[] =
     "log = { level = \"notice\"; };\n"
     "listener = {\n"
     "  echo = { listen = \"127.0.0.1:7007\"; protocol = \"echo\"; idle_timeout = 300.0; };\n"
+    "  urlfetch = { listen = \"127.0.0.1:7070\"; protocol = \"urlfetch\"; };\n"
     "};\n";
 
 static int register_modules(void)
 {
-  int rc = echo_register();
+  static const struct {
+    const char *name;
+    int (*reg)(void);
+  } modules[] = {{"echo", echo_register}, {"urlfetch", urlfetch_register}};
 
-  if (rc < 0)
-    fprintf(stderr, "ecshardd: cannot register the echo module: %s\n", strerror(-rc));
-  return rc;
+  for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
+    int rc = modules[i].reg();
+
+    if (rc < 0) {
+      fprintf(stderr, "ecshardd: cannot register the %s module: %s\n", modules[i].name,
+              strerror(-rc));
+      return rc;
+    }
+  }
+  return 0;
 }
 
 static void usage(FILE *out)
