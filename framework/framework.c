@@ -198,7 +198,7 @@ int ec_framework_run(void)
     struct pollfd q = {.fd = sfd, .events = POLLIN};
     struct signalfd_siginfo si;
 
-    if (poll(&q, 1, 100) > 0 && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+    if (poll(&q, 1, 10) > 0 && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
       ec_debug_printf(DNOTICE, EC_LOG_SIG, "signal %u again: ending the drain now", si.ssi_signo);
       shard__drain_force();
     }
