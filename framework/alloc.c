@@ -570,9 +570,9 @@ char *ec_mt_strdup(int object_type, const char *str)
   return ec_mt_strndup(object_type, str, strlen(str));
 }
 
-int ec_mt_asprintf(int mt, char **strp, const char *fmt, ...)
+int fw__mt_vasprintf(int mt, char **strp, const char *fmt, va_list ap)
 {
-  va_list ap;
+  va_list again;
   char *p;
   int n;
 
@@ -581,18 +581,26 @@ int ec_mt_asprintf(int mt, char **strp, const char *fmt, ...)
     return -1;
   }
   *strp = NULL;
-  va_start(ap, fmt);
+  va_copy(again, ap); /* measured once, formatted once */
   n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  if (n < 0)
+  if (n < 0 || (p = ec_malloc_size(mt, (size_t)n + 1)) == NULL) {
+    va_end(again);
     return -1;
-  p = ec_malloc_size(mt, (size_t)n + 1);
-  if (p == NULL)
-    return -1;
-  va_start(ap, fmt);
-  vsnprintf(p, (size_t)n + 1, fmt, ap);
-  va_end(ap);
+  }
+  vsnprintf(p, (size_t)n + 1, fmt, again);
+  va_end(again);
   *strp = p;
+  return n;
+}
+
+int ec_mt_asprintf(int mt, char **strp, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  va_start(ap, fmt);
+  n = fw__mt_vasprintf(mt, strp, fmt, ap);
+  va_end(ap);
   return n;
 }
 

@@ -54,6 +54,9 @@ void fw__log_thread_name(const char *name);
 
 /* ---- allocator (framework/alloc.c) ---------------------------------------------------- */
 
+/* ec_mt_asprintf with a va_list (ec_asprintf shares it). */
+int fw__mt_vasprintf(int mt, char **strp, const char *fmt, va_list ap);
+
 /* Folds the calling thread's memtype counters into the process totals (thread exit). */
 void fw__alloc_thread_exit(void);
 

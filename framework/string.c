@@ -9,6 +9,7 @@
  * can report the error and keep what they had.
  */
 #include "ec_string.h"
+#include "framework/internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -195,25 +196,10 @@ string *stringprintf(string *str, const char *format, ...)
 int ec_asprintf(char **strp, const char *fmt, ...)
 {
   va_list ap;
-  char *p;
   int n;
 
-  if (strp == NULL || fmt == NULL) {
-    errno = EINVAL;
-    return -1;
-  }
-  *strp = NULL;
   va_start(ap, fmt);
-  n = vsnprintf(NULL, 0, fmt, ap);
+  n = fw__mt_vasprintf(MEMTYPE_GENERIC, strp, fmt, ap);
   va_end(ap);
-  if (n < 0)
-    return -1;
-  p = ec_malloc_size(MEMTYPE_GENERIC, (size_t)n + 1);
-  if (p == NULL)
-    return -1;
-  va_start(ap, fmt);
-  vsnprintf(p, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  *strp = p;
   return n;
 }
