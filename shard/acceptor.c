@@ -168,15 +168,27 @@ static void refuse(const fw__listener *l, int fd)
     ec_debug_printf(DDEBUG, EC_LOG_NET, "listener %s: busy reply: %s", l->name, strerror(errno));
 }
 
-static void fill_info(ec_accept_info *info, const fw__listener *l, int fd, int shard_id)
+/* The client's address as accept4 reported it (saves a getpeername per connection). */
+typedef struct peer_addr {
+  struct sockaddr_storage ss;
+  socklen_t len;
+} peer_addr;
+
+static void fill_info(ec_accept_info *info, const fw__listener *l, int fd, int shard_id,
+                      const peer_addr *peer)
 {
   memset(info, 0, sizeof(*info));
   info->listener = l->name;
   info->protocol = l->proto->name;
   info->shard = shard_id;
-  info->peer_len = sizeof(info->peer);
-  if (getpeername(fd, (struct sockaddr *)&info->peer, &info->peer_len) < 0)
-    info->peer_len = 0;
+  if (peer != NULL) {
+    info->peer = peer->ss;
+    info->peer_len = peer->len;
+  } else {
+    info->peer_len = sizeof(info->peer);
+    if (getpeername(fd, (struct sockaddr *)&info->peer, &info->peer_len) < 0)
+      info->peer_len = 0;
+  }
   info->local_len = sizeof(info->local);
   if (getsockname(fd, (struct sockaddr *)&info->local, &info->local_len) < 0)
     info->local_len = 0;
@@ -277,7 +289,7 @@ static int proxy_cb(Event *e, int type, void *closure, struct timeval *now)
   ec_free(MEMTYPE_ACCEPT_CONSTRUCT, ss->hbuf);
   ss->hbuf = NULL;
   ss->hlen = 0;
-  fill_info(&info, l, e->fd, s->id);
+  fill_info(&info, l, e->fd, s->id, NULL); /* rare: only LOCAL headers keep it */
   if (!pr.local) {
     info.peer = pr.src;
     info.peer_len = pr.src_len;
@@ -289,7 +301,7 @@ static int proxy_cb(Event *e, int type, void *closure, struct timeval *now)
 }
 
 /* Starts a session for accepted descriptor `fd` on the calling shard. */
-static void session_begin(shard *s, fw__listener *l, int fd)
+static void session_begin(shard *s, fw__listener *l, int fd, const peer_addr *peer)
 {
   struct ec_session *ss;
   ec_accept_info info;
@@ -332,7 +344,7 @@ static void session_begin(shard *s, fw__listener *l, int fd)
     e->callback = proxy_cb;
     mask = E_READ;
   } else {
-    fill_info(&info, l, fd, s->id);
+    fill_info(&info, l, fd, s->id, peer);
     mask = start_protocol(s, ss, e, &info);
   }
   if (mask == 0) {
@@ -351,18 +363,19 @@ static void session_begin(shard *s, fw__listener *l, int fd)
 struct handoff {
   fw__listener *l;
   int fd;
+  peer_addr peer;
 };
 
 static void handoff_run(void *arg)
 {
   struct handoff *h = arg;
 
-  session_begin(shard__self(), h->l, h->fd);
+  session_begin(shard__self(), h->l, h->fd, &h->peer);
   ec_free(MEMTYPE_GENERIC, h);
 }
 
 /* Single mode: the shard with the fewest sessions gets the connection (ties rotate). */
-static void hand_off(shard *s, fw__listener *l, int fd)
+static void hand_off(shard *s, fw__listener *l, int fd, const peer_addr *peer)
 {
   int n = ec_shard_count(), best = -1;
   int64_t best_load = INT64_MAX;
@@ -379,14 +392,18 @@ static void hand_off(shard *s, fw__listener *l, int fd)
   }
   s->handoff_rr++;
   if (best == s->id) {
-    session_begin(s, l, fd);
+    session_begin(s, l, fd, peer);
     return;
   }
   h = ec_malloc_size(MEMTYPE_GENERIC, sizeof(*h));
-  if (h == NULL || shard__post(shard__get(best), SHARD__MSG_RUN, NULL, 0, handoff_run,
-                               (h->l = l, h->fd = fd, h)) < 0) {
+  if (h != NULL) {
+    h->l = l;
+    h->fd = fd;
+    h->peer = *peer;
+  }
+  if (h == NULL || shard__post(shard__get(best), SHARD__MSG_RUN, NULL, 0, handoff_run, h) < 0) {
     ec_free(MEMTYPE_GENERIC, h);
-    session_begin(s, l, fd); /* serve it here rather than drop it */
+    session_begin(s, l, fd, peer); /* serve it here rather than drop it */
   }
 }
 
@@ -419,7 +436,11 @@ static void pause_accepting(shard *s, shard__acceptor *a, int err)
 static int accept_some(shard *s, shard__acceptor *a, int budget)
 {
   for (int i = 0; i < budget; i++) {
-    int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    peer_addr peer;
+    int fd;
+
+    peer.len = sizeof(peer.ss);
+    fd = accept4(a->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
     if (fd >= 0) {
       if (a->pausing) {
@@ -430,9 +451,9 @@ static int accept_some(shard *s, shard__acceptor *a, int budget)
         a->pausing = 0;
       }
       if (a->single && ec_shard_count() > 1)
-        hand_off(s, a->l, fd);
+        hand_off(s, a->l, fd, &peer);
       else
-        session_begin(s, a->l, fd);
+        session_begin(s, a->l, fd, &peer);
       continue;
     }
     switch (errno) {
