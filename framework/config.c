@@ -199,6 +199,15 @@ static const char *check_listen(const config_setting_t *s)
 }
 
 static const char *const accept_modes[] = {"reuseport", "single", NULL};
+static const char *const tls_modes[] = {"implicit", "starttls", NULL};
+
+/* listener.NAME.tls: the listener's server certificates (framework/listener.c). */
+static const cfg_entry listener_tls_schema[] = {
+    {.name = "certificate", .type = CFG_STRING, .flags = CFG_REQUIRED},
+    {.name = "key", .type = CFG_STRING, .flags = CFG_REQUIRED},
+    {.name = "mode", .type = CFG_STRING, .choices = tls_modes},
+    {.name = NULL},
+};
 
 /* listener = { NAME = { ... }; }: one listener per member (framework/listener.c). */
 static const cfg_entry listener_schema[] = {
@@ -215,6 +224,7 @@ static const cfg_entry listener_schema[] = {
     {.name = "idle_timeout", .type = CFG_FLOAT, .check = check_nonneg},
     {.name = "handshake_timeout", .type = CFG_FLOAT, .check = check_nonneg},
     {.name = "proxy_protocol", .type = CFG_BOOL},
+    {.name = "tls", .type = CFG_GROUP, .members = listener_tls_schema},
     {.name = NULL},
 };
 

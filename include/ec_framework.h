@@ -105,6 +105,8 @@ EC_API const char *ec_poller_name(void);
  * handshake timeout) passes, or when a graceful stop's drain deadline comes, the
  * session's Event is dispatched with E_TIMEOUT: close it and return 0.
  */
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+
 typedef struct ec_accept_info {
   const char *listener;         /* the listener's name in the configuration */
   const char *protocol;         /* the protocol's name */
@@ -114,6 +116,11 @@ typedef struct ec_accept_info {
   struct sockaddr_storage local; /* the address it connected to (likewise) */
   socklen_t local_len;
   int proxied; /* 1 if the addresses came from a PROXY protocol header */
+  /* The listener's TLS server context (its `tls` section), or NULL when it has none. It
+   * lives as long as the listener, so a session may keep it, e.g. for STARTTLS with
+   * ec_ssl_starttls(e, info->tls_ctx, mtc). */
+  struct ssl_ctx_st *tls_ctx;
+  int tls; /* 1 when the framework attached TLS already (tls.mode = "implicit") */
 } ec_accept_info;
 
 typedef struct ec_protocol {
