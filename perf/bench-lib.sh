@@ -84,3 +84,10 @@ bl_run() {
   fi
   echo "$line" >>"$out"
 }
+
+# A loopback TCP port that is free now, chosen by the kernel (bind to port 0). A random
+# "high" port can collide with the ephemeral source ports of the thousands of client
+# connections the load and idle tests make (and linger in TIME_WAIT).
+bl_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

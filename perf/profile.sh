@@ -81,7 +81,7 @@ bench_cmd() {
 }
 
 server_start() { # WRAPPER... -> sets SPID, SPORT
-  SPORT=$((20000 + RANDOM % 30000))
+  SPORT=$(bl_free_port)
   local lname=$BENCHNAME
   "$@" "$BUILD/samples/ecshardd/ecshardd" --shards 1 --set "listener.$lname.listen=\"127.0.0.1:$SPORT\"" \
     --set "listener.urlfetch.enabled=false" --set 'log.level="warning"' >>"$OUT/server.log" 2>&1 &

@@ -54,7 +54,7 @@ rss_tree() { # kB over a pid and its children
   echo $s
 }
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
-port() { echo $((20000 + RANDOM % 30000)); }
+port() { bl_free_port; }
 
 start_ecshardd() { # SHARDS PORT -> pid
   "$ECSHARDD" --shards "$1" --set "listener.echo.listen=\"127.0.0.1:$2\"" \
@@ -129,7 +129,12 @@ for n in $COUNTS; do
       read -r shards mode <<<"$cfg"
       p=$(port)
       pid=$(start_ecshardd "$shards" "$p")
-      for ((i = 0; i < 50; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+      for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+      if ! kill -0 "$pid" 2>/dev/null; then
+        bl_log "ecshardd-s$shards did not start (see $out.stderr)"
+        echo "{\"bench\":\"failed\",\"impl\":\"idle ecshardd-s$shards $mode\"}" >>"$out"
+        continue
+      fi
       if [[ $mode == echo ]]; then
         measure_echo "ecshardd-s$shards" "$pid" "$p" "$n"
       else

@@ -66,12 +66,17 @@ for proto in $PROTOS; do
   done < <("$ECSHARDD" --print-config 2>/dev/null | awk '/^listener/ {inl = 1; next} inl && /^[[:space:]]+[A-Za-z0-9_]+[[:space:]]*[=:][[:space:]]*\{/ {n = $1; sub(/[=:].*/, "", n); print n} inl && /^};/ {exit}')
   for s in $SHARDS; do
     for ((r = 1; r <= RUNS; r++)); do
-      p=$((20000 + RANDOM % 30000))
+      p=$(bl_free_port)
       "$ECSHARDD" --shards "$s" --set "listener.$lname.listen=\"127.0.0.1:$p\"" \
         --set "listener.$lname.idle_timeout=600.0" --set 'log.level="warning"' "${others[@]}" \
         >>"$out.stderr" 2>&1 &
       pid=$!
-      for ((i = 0; i < 50; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+      for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "{\"bench\":\"failed\",\"impl\":\"scaling-$proto-s$s\",\"why\":\"ecshardd did not start\"}" >>"$out"
+        bl_log "FAILED: ecshardd did not start (see $out.stderr)"
+        continue
+      fi
       args=(--mode "$proto" --target "127.0.0.1:$p" --shards "$CLIENT_SHARDS" --conns "$CONNS"
         --depth "$DEPTH" --duration "$((DURATION + WARMUP))" --warmup "$WARMUP" --progress 0 --json)
       [[ $proto == echo ]] && args+=(--size "$SIZE")
