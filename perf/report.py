@@ -316,7 +316,9 @@ def report(rundir, out):
             plot = plot_mailbox(rows, outdir)
         if plot:
             w.append("![%s](%s)\n" % (title, plot))
-        w.append("Raw results: `%s`.\n" % os.path.relpath(st["results"], os.path.dirname(rundir)) if st["results"] != "-" else "")
+        if st["results"] != "-":
+            rel = os.path.relpath(st["results"], outdir)
+            w.append("Raw results: [%s](%s).\n" % (os.path.basename(st["results"]), rel))
     prof = os.path.join(rundir, "profile.txt")
     w.append("## Instructions per request (callgrind)\n")
     w.append("`PROFILER=callgrind perf/profile.sh echo`: ecshardd with one shard, driven by ecshard-load over one "
