@@ -15,7 +15,7 @@ unsigned hist_index(uint64_t v)
 {
   unsigned msb, shift, i;
 
-  if (v < 2 * HIST_HALF)
+  if (v < (uint64_t)2 * HIST_HALF)
     return (unsigned)v;
   msb = 63u - (unsigned)__builtin_clzll(v);
   shift = msb - (HIST_SUB_BITS - 1);              /* v >> shift is in [64, 128) */
