@@ -526,6 +526,11 @@ typedef struct fw__srv {
   int ntk;
   int tk_rotate;
   uint64_t tk_period_ns, tk_since_ns;
+  /* Session id context: a digest of what a session proves (certificate, client
+   * verification). A ticket from a listener configured otherwise, even one sharing
+   * ticket_key_files, must not resume here: OpenSSL refuses a session whose context
+   * differs, so a session without a client certificate cannot skip client_auth. */
+  unsigned char sid_ctx[SSL_MAX_SID_CTX_LENGTH];
 } fw__srv;
 
 static int fw__srv_idx = -1;
@@ -800,7 +805,6 @@ static SSL_CTX *fw__server_one(const fw__tls_opts *o, const fw__tls_cert *c, fw_
 {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
   const char *prefix = c == &o->def ? "" : "sni.";
-  static const unsigned char sid_ctx[] = "ecshard";
 
   if (ctx == NULL) {
     fw__ssl_reason("SSL_CTX_new", err, errlen);
@@ -829,7 +833,7 @@ static SSL_CTX *fw__server_one(const fw__tls_opts *o, const fw__tls_cert *c, fw_
   /* Tickets carry resumption state, so shards share nothing but the ticket keys: no
    * server-side cache. One ticket per connection is enough for a client to resume. */
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+  SSL_CTX_set_session_id_context(ctx, x->sid_ctx, sizeof(x->sid_ctx));
   if (o->session_tickets) {
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_timeout(ctx, (long)o->session_lifetime);
@@ -978,6 +982,21 @@ SSL_CTX *fw__tls_server_ctx_build(const fw__tls_opts *o, char *err, size_t errle
       x->tk_period_ns = (uint64_t)(o->session_lifetime * 1e9);
       x->tk_since_ns = fw__now_ns();
     }
+  }
+  {
+    char what[2048];
+    unsigned int dlen = 0;
+    unsigned char md[EVP_MAX_MD_SIZE];
+
+    snprintf(what, sizeof(what), "ecshard|%s|%d|%s|%d",
+             o->def.certificate ? o->def.certificate : "", o->client_auth,
+             o->client_ca ? o->client_ca : "", o->verify_depth);
+    if (EVP_Digest(what, strlen(what), md, &dlen, EVP_sha256(), NULL) != 1 ||
+        dlen < sizeof(x->sid_ctx)) {
+      fw__ssl_reason("session id context", err, errlen);
+      goto fail;
+    }
+    memcpy(x->sid_ctx, md, sizeof(x->sid_ctx));
   }
   ctx = fw__server_one(o, &o->def, x, err, errlen, bad_key, keybuf, sizeof(keybuf));
   if (ctx == NULL)

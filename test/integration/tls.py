@@ -296,6 +296,35 @@ def t_ticket_key_file_across_restart():
     print("ok: ticket_key_files: a session resumed across a restart")
 
 
+def t_no_resume_around_client_auth():
+    """Two listeners share a ticket key file; one asks for client certificates. A session
+    from the open one must not resume on the other (that would skip client_auth)."""
+    p1, p2 = free_port(), free_port()
+    key = ' ticket_key_files = [ "%s/ticket.key" ];' % D
+    conf = """listener = {
+  open = { listen = "127.0.0.1:%d"; protocol = "echo"; tls = { %s }; };
+  strict = { listen = "127.0.0.1:%d"; protocol = "echo";
+             tls = { %s client_auth = "required"; client_ca = "%s/ca.pem"; }; };
+};
+""" % (p1, a_cert() + key, p2, a_cert() + key, D)
+    proc, log = start(conf)
+    sess = os.path.join(D, "sess-open")
+    try:
+        wait_port(p1, proc=proc)
+        wait_port(p2, proc=proc)
+        for v in ("-tls1_2", "-tls1_3"):
+            out, rc = s_client(p1, v, "-servername", "a.test", "-sess_out", sess)
+            if rc != 0 or "hello" not in out:
+                fail("open listener %s: no echo:\n%s" % (v, out))
+            out, rc = s_client(p2, v, "-servername", "a.test", "-sess_in", sess)
+            if "Reused, " in out or "hello" in out.split("---\n")[-1]:
+                fail("%s: a session of the open listener resumed on the client_auth one:\n%s"
+                     % (v, out))
+    finally:
+        finish(proc, log, "no resume around client_auth")
+    print("ok: a shared ticket key does not let a session skip client_auth")
+
+
 def t_client_certs():
     port = free_port()
     tls = a_cert() + ' client_auth = "required"; client_ca = "%s/ca.pem";' % D
@@ -430,6 +459,7 @@ def main():
         t_versions_resumption_alpn_sni()
         t_ticket_key_file_across_restart()
         t_client_certs()
+        t_no_resume_around_client_auth()
         t_handshake_timeout_garbage_tiny_buffers()
         t_self_signed()
     finally:
