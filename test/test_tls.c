@@ -888,6 +888,86 @@ static void t_alpn_client_cert(void)
   stop();
 }
 
+/* ---- (i) the handshake timeout bounds a STARTTLS handshake ------------------------------- */
+
+static stls_result tres;
+static SSL_CTX *listener_ctx; /* info->tls_ctx, as the protocol would use it */
+
+/* stls_cb upgrades with the global sctx: point it at the listener's context. */
+static int stls_timeout_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  if (type & E_TIMEOUT) {
+    stls *x = closure;
+
+    minimal_tryread_construct_free(&x->mtc);
+    event_io_state_clean(&x->st);
+    event_close(e);
+    __atomic_add_fetch(&x->res->closed, 1, __ATOMIC_RELEASE);
+    free(x);
+    return 0;
+  }
+  return stls_cb(e, type, closure, now);
+}
+
+static int stls_start(Event *e, const ec_accept_info *info, void *closure)
+{
+  stls *x = calloc(1, sizeof(*x));
+
+  if (x == NULL || info->tls_ctx == NULL || info->tls)
+    return 0;
+  listener_ctx = info->tls_ctx;
+  sctx = listener_ctx;
+  x->res = &tres;
+  e->callback = stls_timeout_cb;
+  e->closure = x;
+  return E_READ;
+}
+
+static void t_starttls_handshake_timeout(void)
+{
+  ec_framework_options o = unit_options(2);
+  ec_protocol p = {.name = "stlsline", .session_start = stls_start};
+  char text[1024], line[64];
+  int port = free_port(), fd, closed = 0;
+
+  if (!have_cert) {
+    CU_ASSERT_EQUAL_FATAL(make_cert(), 0);
+    have_cert = 1;
+  }
+  memset(&tres, 0, sizeof(tres));
+  /* A long idle timeout and a short handshake timeout: only the latter can close it. */
+  snprintf(text, sizeof(text),
+           "listener = { s = { listen = \"127.0.0.1:%d\"; protocol = \"stlsline\";\n"
+           "  idle_timeout = 600.0; handshake_timeout = 0.3;\n"
+           "  tls = { certificate = \"%s\"; key = \"%s\"; mode = \"starttls\"; }; }; };",
+           port, cert_path, key_path);
+  o.config_text = text;
+  ASSERT_EQ(ec_protocol_register(&p), 0);
+  ASSERT_EQ(ec_framework_init(&o), 0);
+  ASSERT_EQ(ec_framework_start(), 0);
+  fd = connect_port(port);
+  ASSERT_GE(fd, 0);
+  /* The plaintext part is an active session: it outlives the handshake timeout. */
+  usleep(600000);
+  ASSERT_EQ(write(fd, "STARTTLS\r\n", 10), 10);
+  ASSERT_GT(read_plain_line(fd, line, sizeof(line)), 0);
+  ASSERT_STR_EQ(line, "220 go ahead\r\n");
+  /* Now no ClientHello: the server must close within the handshake timeout (bounded
+   * wait here, 10 s, far above 0.3 s). */
+  for (int i = 0; i < 200 && !closed; i++) {
+    struct pollfd pf = {fd, POLLIN, 0};
+    char c;
+
+    if (poll(&pf, 1, 50) > 0 && read(fd, &c, 1) <= 0)
+      closed = 1;
+  }
+  ASSERT_TRUE(closed);
+  ASSERT_TRUE(unit_wait_ge(&tres.closed, 1, 5000));
+  close(fd);
+  sctx = NULL; /* the listener's: stop() must not free it */
+  stop();
+}
+
 static void t_cleanup_files(void)
 {
   if (have_cert) {
@@ -905,6 +985,7 @@ static const unit_test tests[] = {UNIT_TEST(t_echo_1mib),
                                   UNIT_TEST(t_listener_tls),
                                   UNIT_TEST(t_small_reads),
                                   UNIT_TEST(t_alpn_client_cert),
+                                  UNIT_TEST(t_starttls_handshake_timeout),
                                   UNIT_TEST(t_cleanup_files),
                                   {NULL, NULL}};
 UNIT_MAIN("tls", tests)
