@@ -2,6 +2,7 @@
 # perf/run-tls.sh - TLS handshakes/s and bulk TLS throughput: ecshard next to nginx.
 #
 #   perf/run-tls.sh     # BUILD=build RUNS=5 WORKERS=1 DURATION=5 CONNS=64 BULK_CONNS=4
+#   INSTR=1 perf/run-tls.sh   # also user-space instructions per handshake (valgrind)
 #
 # Both servers get the same EC P-256 certificate (generated here), the same worker count
 # (ecshard shards = nginx worker processes = WORKERS), TLS 1.2-1.3 with the same cipher
@@ -19,6 +20,11 @@
 # machine one CPU serves, one loads. Runs alternate between the servers, RUNS times; the
 # table shows medians (min-max) and the server's CPU per request (user+sys from /proc,
 # whole process tree). Everything stays on loopback; each wrk run is bounded (-d).
+#
+# INSTR=1 adds the stable figure: each server runs alone (one process, one worker) under
+# valgrind's cachegrind twice, for INSTR_WARM and INSTR_WARM+INSTR_N full handshakes by
+# perf/tls_handshakes.py (TLS 1.3, one GET / per connection); the difference divided by
+# INSTR_N is the instructions per handshake, start-up and shutdown cancelled out.
 set -u
 # shellcheck source=perf/bench-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
@@ -159,5 +165,44 @@ awk '
       printf "| %s | %s | %.0f (%.0f-%.0f) | %.1f (%.1f-%.1f) | %.0f |\n", impls[b], kinds[a], r, rl, rh, m, ml, mh, c
     }
   }' "$out"
+
+# ---- INSTR=1: instructions per handshake ----------------------------------------------
+INSTR_WARM="${INSTR_WARM:-20}"
+INSTR_N="${INSTR_N:-100}"
+# instr_count IMPL HANDSHAKES -> total user-space instructions of one server run
+instr_count() {
+  local impl="$1" n="$2" port pid log
+  port=$(free_port)
+  log="$dir/vg-$impl-$n.log"
+  if [[ $impl == ecshard ]]; then
+    pid=$(pa_spawn "$log" valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+      "$ec" --port "$port" --cert "$dir/cert.pem" --key "$dir/key.pem" --shards 1 \
+      --tls-extra "session_tickets = false;")
+  else
+    sed -e "s#@WORKERS@#1#; s#@RUNDIR@#$dir/nginx#g; s#@PORT@#$port#; s#@CERT@#$dir/cert.pem#" \
+      -e "s#@KEY@#$dir/key.pem#; s#@WWW@#$dir/www#; s#ssl_session_tickets on;#ssl_session_tickets off;#" \
+      -e "s#^master_process on;#master_process off;#" "$BL_PERF/conf/nginx-tls.conf.in" >"$dir/nginx/vg.conf"
+    pid=$(pa_spawn "$log" valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+      "$NGINX" -e "$dir/nginx/error.log" -p "$dir/nginx" -c "$dir/nginx/vg.conf")
+  fi
+  pa_wait_port 127.0.0.1 "$port" 60 || { cat "$log" >&2; bl_die "$impl under valgrind did not start"; }
+  timeout 600 python3 "$BL_PERF/tls_handshakes.py" "$port" "$n" || bl_die "tls_handshakes.py failed"
+  pa_stop_pid "$pid" 60
+  sed -n 's/.*I *refs: *//p' "$log" | tr -d ','
+}
+if [[ "${INSTR:-0}" == 1 ]]; then
+  command -v valgrind >/dev/null || bl_die "INSTR=1 needs valgrind"
+  [[ -n "$ng_pid" ]] && { pa_stop_pid "$ng_pid"; ng_pid=""; }
+  echo
+  echo "| server | instructions per full handshake (TLS 1.3, accept + GET + close) |"
+  echo "|---|---|"
+  for impl in ecshard nginx; do
+    a=$(instr_count "$impl" "$INSTR_WARM")
+    b=$(instr_count "$impl" $((INSTR_WARM + INSTR_N)))
+    per=$(awk -v a="$a" -v b="$b" -v n="$INSTR_N" 'BEGIN {printf "%.0f", (b - a) / n}')
+    printf '{"bench":"tls-instr","impl":"%s","instr_per_handshake":%s}\n' "$impl" "$per" >>"$out"
+    echo "| $impl | $per |"
+  done
+fi
 echo
 echo "raw results: $out"
