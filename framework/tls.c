@@ -227,6 +227,9 @@ static inline void fw__hs_check(Event *e, ec_ssl_ctx *c)
     c->_priv.hs_done = 1;
     if (e->_priv.session != NULL)
       shard__session_tls_phase(e, 1);
+    ec_debug_printf(DDEBUG, EC_LOG_SSL, "TLS handshake done on fd %d: %s %s, %s", e->fd,
+                    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+                    SSL_session_reused(c->ssl) ? "resumed" : "full");
   }
 }
 

@@ -226,7 +226,7 @@ def t_versions_resumption_alpn_sni():
     port = free_port()
     tls = a_cert() + """ alpn = [ "h2", "http/1.1" ];
       sni = { b = { certificate = "%s/b.pem"; key = "%s/b.key"; }; };""" % (D, D)
-    proc, log = start(listener(port, tls))
+    proc, log = start('debug_flags = { DEBUG = [ "SSL" ]; };\n' + listener(port, tls))
     try:
         wait_port(port, proc=proc)
         for v in ("-tls1_2", "-tls1_3"):
@@ -249,6 +249,17 @@ def t_versions_resumption_alpn_sni():
                     reused += 1
             if reused != 12:
                 fail("%s: only %d of 12 connections resumed the session:\n%s" % (v, reused, out))
+        # Both shards served resumed sessions (the SSL debug line names the shard).
+        log.flush()
+        time.sleep(0.3)
+        log.seek(0)
+        text = log.read()
+        per_shard = [sum(1 for l in text.splitlines()
+                         if "[shard %d] debug: TLS handshake done" % sh in l
+                         and l.endswith(", resumed")) for sh in (0, 1)]
+        if min(per_shard) == 0:
+            fail("resumed sessions per shard %s: one shard served none:\n%s"
+                 % (per_shard, text[-3000:]))
         # ALPN: the server's preference wins; no common protocol means no ALPN.
         out, rc = s_client(port, "-servername", "a.test", "-alpn", "http/1.1,h2")
         if rc != 0 or "ALPN protocol: h2" not in out:
@@ -271,7 +282,8 @@ def t_versions_resumption_alpn_sni():
             fail("python ssl client through SNI b.test: %r" % got)
     finally:
         text = finish(proc, log, "versions/resumption/alpn/sni")
-    print("ok: TLS 1.2/1.3, 2x12 resumed sessions on 2 shards, ALPN, SNI")
+    print("ok: TLS 1.2/1.3, 2x12 resumed sessions (%d on shard 0, %d on shard 1), ALPN, SNI"
+          % tuple(per_shard))
     return text
 
 
