@@ -6,7 +6,7 @@ Checked: TLS 1.2 and 1.3 echo; session resumption with -sess_out/-sess_in on a 2
 server (several connections, so both shards serve resumed ones); ALPN (server preference,
 no overlap); SNI picking the right certificate; client certificates (required: refused
 without, served with); a client that connects and never handshakes is closed after the
-listener's handshake_timeout; garbage and a truncated record do not hurt the shard; tiny
+listener's handshake_timeout; renegotiation is refused; garbage and a truncated record do not hurt the shard; tiny
 socket buffers (rcvbuf/sndbuf) with a 128 KiB echo; a bad configuration names file:line.
 Exits 77 (skipped) without the openssl command.
 
@@ -424,6 +424,53 @@ def t_handshake_timeout_garbage_tiny_buffers():
           "truncated record survived, 128 KiB through 4 KiB buffers")
 
 
+def t_no_renegotiation():
+    """s_client's R command asks for a TLS 1.2 renegotiation: refused with an alert."""
+    port = free_port()
+    proc, log = start(listener(port, a_cert()))
+    try:
+        wait_port(port, proc=proc)
+        cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-tls1_2",
+               "-CAfile", os.path.join(D, "ca.pem"), "-servername", "a.test"]
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        out = b""
+        deadline = time.monotonic() + 10
+        p.stdin.write(b"hello\n")
+        p.stdin.flush()
+        sent_r = False
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([p.stdout], [], [], 0.2)
+            if r:
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                out += chunk
+            if not sent_r and b"hello" in out.split(b"---\n")[-1]:
+                p.stdin.write(b"R\n")
+                p.stdin.flush()
+                sent_r = True
+        try:
+            p.stdin.close()
+        except OSError:
+            pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        text = out.decode(errors="replace")
+        if not sent_r or "RENEGOTIATING" not in text or "no renegotiation" not in text:
+            fail("a renegotiation was not refused:\n%s" % text)
+        got, _ = tls_echo(port)
+        if got != b"ping\n":
+            fail("no echo after a refused renegotiation")
+    finally:
+        finish(proc, log, "renegotiation")
+    print("ok: renegotiation refused (no_renegotiation alert), the server keeps serving")
+
+
 def t_self_signed():
     port = free_port()
     proc, log = start(listener(port, 'certificate = "self-signed";'))
@@ -473,6 +520,7 @@ def main():
         t_client_certs()
         t_no_resume_around_client_auth()
         t_handshake_timeout_garbage_tiny_buffers()
+        t_no_renegotiation()
         t_self_signed()
     finally:
         shutil.rmtree(D, ignore_errors=True)
