@@ -5,8 +5,10 @@
  *   ecshardd [--config FILE] [--shards N] [--set KEY=VALUE]... [--print-config]
  *
  * Without --config it runs its embedded default: one shard per CPU and every sample on
- * its loopback port (DESIGN §3.16). SIGTERM or SIGINT stop it gracefully: the listeners
- * close at once and open sessions get shutdown.drain_timeout seconds to finish.
+ * its loopback port (DESIGN §3.16), the admin listener on 127.0.0.1:9090 and the console
+ * on ./ecshardd.console. SIGTERM or SIGINT stop it gracefully: the listeners close at once
+ * and open sessions get shutdown.drain_timeout seconds to finish. SIGHUP reloads the
+ * configuration, SIGUSR1 reopens the log file (docs/operations.md).
  */
 #include "ec_config.h"
 #include "ec_framework.h"
@@ -24,6 +26,11 @@ static const char default_config[] =
     "listener = {\n"
     "  echo = { listen = \"127.0.0.1:7007\"; protocol = \"echo\"; idle_timeout = 300.0; };\n"
     "  urlfetch = { listen = \"127.0.0.1:7070\"; protocol = \"urlfetch\"; };\n"
+    "  # Operations (docs/operations.md): metrics over HTTP (GET /metrics, /stats, /health)\n"
+    "  # and the console (ecshard-console) on a Unix socket in the working directory.\n"
+    "  admin = { listen = \"127.0.0.1:9090\"; protocol = \"admin\"; idle_timeout = 10.0; };\n"
+    "  console = { listen = \"unix:ecshardd.console\"; protocol = \"console\";\n"
+    "              idle_timeout = 600.0; };\n"
     "};\n";
 
 static int register_modules(void)
