@@ -216,7 +216,8 @@ static int http_input(conn *c)
   }
   if (end == NULL)
     return 0;
-  eol = memchr(c->in, '\n', (size_t)(end - c->in) + 1);
+  /* The head ends in a blank line, so the request line has its newline. */
+  eol = memchr(c->in, '\n', c->inlen);
   *eol = '\0';
   if (eol > c->in && eol[-1] == '\r')
     eol[-1] = '\0';

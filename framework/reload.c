@@ -176,11 +176,12 @@ int ec_framework_reload(void)
     pthread_mutex_unlock(&reload_lock);
     return rc;
   }
-  fw__config_diff(old_cfg, new_cfg, on_change, &c);
-  /* The framework's own run-time settings, then the hooks. */
+  /* The log settings first, so that the new level decides what of the report shows;
+   * then the report, the framework's other run-time settings, and the hooks. */
   r = fw__log_reconfigure();
   if (r < 0)
     rc = r;
+  fw__config_diff(old_cfg, new_cfg, on_change, &c);
   fw__listeners_reconfigure();
   shard__ops_configure();
   pool__io_configure();

@@ -354,7 +354,6 @@ void shard__dispatch(shard *s, Event *e, int mask)
     shard__session_touch(s, e->_priv.session); /* activity restarts the idle timeout */
   for (;;) {
     EventFunc cb = e->callback;
-    uint64_t t0 = 0;
     int ret;
 
     e->_priv.flags |= SHARD__EVF_DISPATCHING;
@@ -363,10 +362,9 @@ void shard__dispatch(shard *s, Event *e, int mask)
      * clock is read only while callback timing is switched on. */
     shard__stat_fn(s, (void (*)(void))cb);
     if (__builtin_expect(ec__load(&s->timing), 0))
-      t0 = fw__mono_ns();
-    ret = cb(e, mask, e->closure, &s->now);
-    if (__builtin_expect(t0 != 0, 0))
-      shard__stat_timed(s, (void (*)(void))cb, t0);
+      ret = shard__dispatch_timed(s, e, cb, mask);
+    else
+      ret = cb(e, mask, e->closure, &s->now);
     shard__stat_fn(s, NULL);
     s->current = NULL;
     e->_priv.flags &= ~SHARD__EVF_DISPATCHING;

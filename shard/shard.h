@@ -216,8 +216,8 @@ static inline void shard__stat_fn(shard *s, void (*fn)(void))
   __atomic_store_n(&s->stat_fn, fn, __ATOMIC_RELAXED);
 }
 
-/* Time of a timed callback (s->timing): histogram, total and the stall report. */
-void shard__stat_timed(shard *s, void (*fn)(void), uint64_t start_ns);
+/* Runs a callback and times it (s->timing): histogram, total and the stall report. */
+int shard__dispatch_timed(shard *s, Event *e, EventFunc cb, int mask);
 
 /* Adds the operations counters of `s` to `out` (ec_shard_stats_get). Any thread. */
 void shard__stats_fill(shard *s, ec_shard_stats *out);

@@ -64,7 +64,7 @@ void shard__fn_name(void (*fn)(void), char *buf, size_t len)
   }
 }
 
-void shard__stat_timed(shard *s, void (*fn)(void), uint64_t start_ns)
+static void stat_timed(shard *s, void (*fn)(void), uint64_t start_ns)
 {
   uint64_t now = fw__mono_ns(), d = now - start_ns, us = d / 1000;
   int b = us == 0 ? 0 : 64 - __builtin_clzll(us);
@@ -96,6 +96,15 @@ void shard__stat_timed(shard *s, void (*fn)(void), uint64_t start_ns)
   }
   s->slow_logged_ns = now;
   s->slow_quiet = 0;
+}
+
+int shard__dispatch_timed(shard *s, Event *e, EventFunc cb, int mask)
+{
+  uint64_t t0 = fw__mono_ns();
+  int ret = cb(e, mask, e->closure, &s->now);
+
+  stat_timed(s, (void (*)(void))cb, t0);
+  return ret;
 }
 
 void shard__stats_fill(shard *s, ec_shard_stats *out)
