@@ -225,7 +225,9 @@ static void collect_shards(ec_stats_writer *w)
     const char *lb[] = {"shard", id, NULL};
     uint64_t cum = 0;
 
-    if (ec_shard_stats_get(i, &st) < 0)
+    uint64_t hist[EC_SHARD_HIST_BUCKETS];
+
+    if (ec_shard_stats_get(i, &st) < 0 || ec_shard_callback_hist_get(i, hist) < 0)
       continue;
     snprintf(id, sizeof(id), "%d", i);
     ec_stats_emit_u64(w, "ecshard_shard_iterations_total", C, "Loop iterations", lb, st.iterations);
@@ -266,7 +268,7 @@ static void collect_shards(ec_stats_writer *w)
       char le[32];
       const char *hl[] = {"shard", id, "le", le, NULL};
 
-      cum += st.callback_hist[b];
+      cum += hist[b];
       if (b == EC_SHARD_HIST_BUCKETS - 1)
         snprintf(le, sizeof(le), "+Inf");
       else

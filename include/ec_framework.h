@@ -68,9 +68,6 @@ EC_API int ec_shard_run(int shard, void (*fn)(void *arg), void *arg);
  */
 EC_API int ec_shard_call(int shard, void (*fn)(void *arg), void *arg);
 
-/* Buckets of ec_shard_stats.callback_hist. */
-#define EC_SHARD_HIST_BUCKETS 24
-
 /* Counters of one shard, read without stopping it. */
 typedef struct ec_shard_stats {
   uint64_t iterations;     /* loop iterations */
@@ -89,13 +86,10 @@ typedef struct ec_shard_stats {
   uint64_t stalls;          /* iterations the watchdog saw run past watchdog.stall_threshold */
   uint64_t slow_callbacks;  /* timed callbacks that ran past watchdog.stall_threshold */
   uint64_t callbacks_timed; /* callbacks timed (watchdog.callback_timing on) */
-  uint64_t callback_ns;     /* their total run time */
-  /* Timed callbacks by duration: bucket i counts those under 2^i microseconds (and over
-   * the previous bound); the last bucket counts the rest. */
-  uint64_t callback_hist[EC_SHARD_HIST_BUCKETS];
-  int busy;      /* 1 while the shard runs (0 while it waits for work) */
-  int stalled;   /* 1 while the watchdog sees an iteration past the stall threshold */
-  int thread_id; /* the shard thread's kernel id (0 before it runs) */
+  uint64_t callback_ns;     /* their total run time (histogram: ec_shard_callback_hist_get) */
+  int busy;                 /* 1 while the shard runs (0 while it waits for work) */
+  int stalled;              /* 1 while the watchdog sees an iteration past the stall threshold */
+  int thread_id;            /* the shard thread's kernel id (0 before it runs) */
 } ec_shard_stats;
 
 /* 0, or -EINVAL for a bad shard index. */

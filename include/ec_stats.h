@@ -22,6 +22,17 @@
 #define EC_STATS_COUNTER 0 /* only goes up (Prometheus convention: name ends in _total) */
 #define EC_STATS_GAUGE   1 /* goes up and down */
 
+/* Buckets of ec_shard_callback_hist_get. */
+#define EC_SHARD_HIST_BUCKETS 24
+
+/*
+ * The callback-duration histogram of shard `shard` (counted while callback timing is on):
+ * hist[i] counts callbacks that ran under 2^i microseconds and at least 2^(i-1) (hist[0]:
+ * under 1 us); the last bucket counts everything longer. Any thread, without stopping the
+ * shard. 0, or -EINVAL for a bad shard index.
+ */
+EC_API int ec_shard_callback_hist_get(int shard, uint64_t hist[EC_SHARD_HIST_BUCKETS]);
+
 typedef struct ec_stats_writer ec_stats_writer;
 
 /*

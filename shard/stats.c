@@ -118,12 +118,21 @@ void shard__stats_fill(shard *s, ec_shard_stats *out)
   out->slow_callbacks = ec__load(&s->counters.slow_callbacks);
   out->callbacks_timed = ec__load(&s->counters.cb_count);
   out->callback_ns = ec__load(&s->counters.cb_ns);
-  for (int i = 0; i < SHARD__HIST; i++)
-    out->callback_hist[i] = ec__load(&s->counters.cb_hist[i]);
   out->stalls = ec__load(&s->wd_stalls);
   out->stalled = ec__load(&s->wd_stalled);
   out->thread_id = (int)ec__load(&s->tid);
   out->busy = out->thread_id != 0 && !ec__load(&s->sleeping);
+}
+
+int ec_shard_callback_hist_get(int id, uint64_t hist[EC_SHARD_HIST_BUCKETS])
+{
+  shard *s = shard__get(id);
+
+  if (s == NULL || hist == NULL)
+    return -EINVAL;
+  for (int i = 0; i < SHARD__HIST; i++)
+    hist[i] = ec__load(&s->counters.cb_hist[i]); /* owner-written */
+  return 0;
 }
 
 /* ---- settings ------------------------------------------------------------------------- */

@@ -238,7 +238,7 @@ static void t_stall_reports(void)
                          "watchdog.callback_timing=true",
                          NULL};
   ec_shard_stats st;
-  uint64_t hist = 0;
+  uint64_t hist = 0, buckets[EC_SHARD_HIST_BUCKETS];
 
   temp_path(path, sizeof(path), "stall");
   snprintf(set, sizeof(set), "log.file=\"%s\"", path);
@@ -258,11 +258,13 @@ static void t_stall_reports(void)
   ASSERT_GE(st.stalls, 1);
   ASSERT_GE(st.slow_callbacks, 1);
   ASSERT_GE(st.callbacks_timed, 1);
+  ASSERT_EQ(ec_shard_callback_hist_get(0, buckets), 0);
+  ASSERT_EQ(ec_shard_callback_hist_get(1, buckets), -EINVAL);
   for (int b = 0; b < EC_SHARD_HIST_BUCKETS; b++)
-    hist += st.callback_hist[b];
+    hist += buckets[b];
   ASSERT_UEQ(hist, st.callbacks_timed);
   /* 150 ms is 150000 us: bucket 18 holds [131072, 262144) us. */
-  ASSERT_GE(st.callback_hist[18], 1);
+  ASSERT_GE(buckets[18], 1);
   ASSERT_GE(st.callback_ns, 100000000ull);
   ASSERT_EQ(ec_stats_set_callback_timing(0), 1);
   ASSERT_EQ(ec_stats_set_stall_thresholds(1, 0.5), -EINVAL);
