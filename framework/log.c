@@ -805,7 +805,7 @@ static int open_dest(int *fd, int *use_syslog)
 {
   int rc = 0;
 
-  pthread_mutex_lock(&dest_lock);
+  pthread_mutex_lock(&dest_lock); /* a reload may be changing it */
   *use_syslog = 0;
   *fd = STDERR_FILENO;
   if (dest.target == DEST_SYSLOG) {
@@ -834,8 +834,9 @@ static void dest_reopen(void)
   if (rc < 0) {
     char stack[LINE_STACK];
     size_t len;
-    char *line = format_linef(stack, &len, DERROR, "log: cannot reopen %s: %s; still writing here",
-                              dest.path, strerror(-rc));
+    /* open_dest logged the path; this line reaches the destination still in use. */
+    char *line = format_linef(stack, &len, DERROR,
+                              "log: cannot reopen the log: %s; still writing here", strerror(-rc));
 
     if (line != NULL && !lg.syslog)
       write_all(lg.fd, line, len);

@@ -34,10 +34,21 @@ static int timing_on;
 
 static struct {
   pthread_mutex_t lock;
-  pthread_cond_t cond;
+  pthread_cond_t cond; /* on CLOCK_MONOTONIC, as the samples are (wd_once) */
   pthread_t thread;
   int running, stop;
-} wd = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} wd = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static pthread_once_t wd_once = PTHREAD_ONCE_INIT;
+
+static void wd_cond_init(void)
+{
+  pthread_condattr_t ca;
+
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&wd.cond, &ca);
+  pthread_condattr_destroy(&ca);
+}
 
 void shard__fn_name(void (*fn)(void), char *buf, size_t len)
 {
@@ -166,6 +177,7 @@ int ec_stats_set_stall_thresholds(double stall, double stuck)
   ec__store(&stall_ns, (uint64_t)(cur_stall * 1e9));
   ec__store(&stuck_ns, (uint64_t)(cur_stuck * 1e9));
   /* The watchdog's sampling period follows the threshold. */
+  pthread_once(&wd_once, wd_cond_init);
   pthread_mutex_lock(&wd.lock);
   pthread_cond_signal(&wd.cond);
   pthread_mutex_unlock(&wd.lock);
@@ -279,7 +291,6 @@ static void *wd_main(void *arg)
 
 int shard__watchdog_start(void)
 {
-  pthread_condattr_t ca;
   sigset_t all, old;
   wd_shard *st;
   int rc;
@@ -289,12 +300,7 @@ int shard__watchdog_start(void)
   st = ec_malloc_size(MEMTYPE_GENERIC, sizeof(*st) * (size_t)shard__count());
   if (st == NULL)
     return -ENOMEM;
-  /* The waits count on the monotonic clock, as the samples do. */
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_destroy(&wd.cond);
-  pthread_cond_init(&wd.cond, &ca);
-  pthread_condattr_destroy(&ca);
+  pthread_once(&wd_once, wd_cond_init);
   wd.stop = 0;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
