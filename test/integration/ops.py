@@ -77,7 +77,7 @@ def main():
     if not os.access(client, os.X_OK):
         fail("no ecshard-console at " + client)
     tmp = tempfile.mkdtemp(prefix="ecshard-ops-")
-    echo_port, admin_port = free_port(), free_port()
+    echo_port, admin_port, tcp_console_port = free_port(), free_port(), free_port()
     sock = os.path.join(tmp, "console")
     logf = os.path.join(tmp, "ecshardd.log")
     cfg = os.path.join(tmp, "ecshardd.conf")
@@ -92,8 +92,9 @@ listener = {
   echo = { listen = "%s"; protocol = "echo"; max_connections = %d; };
   admin = { listen = "127.0.0.1:%d"; protocol = "admin"; idle_timeout = 5.0; };
   console = { listen = "unix:%s"; protocol = "console"; };
+  badconsole = { listen = "127.0.0.1:%d"; protocol = "console"; };
 };
-""" % (level, logf, echo_listen, echo_max, admin_port, sock))
+""" % (level, logf, echo_listen, echo_max, admin_port, sock, tcp_console_port))
 
     write_cfg("notice", 100, "127.0.0.1:%d" % echo_port)
     proc = subprocess.Popen([ecshardd, "--config", cfg], stdout=subprocess.PIPE,
@@ -130,6 +131,18 @@ listener = {
             s.sendall(b"garbage\r\n\r\n")
             if not s.recv(100).startswith(b"HTTP/1.0 400"):
                 fail("a bad request line is not a 400")
+        with socket.create_connection(("127.0.0.1", admin_port), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\nX-Long: " + b"a" * 9000)
+            if not s.recv(100).startswith(b"HTTP/1.0 431"):
+                fail("an endless request head is not a 431")
+        # The console refuses to serve a TCP listener: anyone could stop the server.
+        with socket.create_connection(("127.0.0.1", tcp_console_port), timeout=5) as s:
+            s.sendall(b"stats\n")
+            try:
+                if s.recv(100) != b"":
+                    fail("the console answered on a TCP listener")
+            except ConnectionResetError:
+                pass
 
         # ---- load: echo clients on both shards while the metrics are read ------------
         stop_load = threading.Event()
@@ -222,6 +235,8 @@ listener = {
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "configuration reloaded" in open(logf).read(), "the reload")
         log = open(logf).read()
+        if "the console protocol serves only unix: addresses" not in log:
+            fail("the refused TCP console is not logged")
         if "listener.echo.max_connections: 100 -> 3 (applied)" not in log:
             fail("max_connections change not applied:\n" + log[-2000:])
         if not re.search(r"listener\.echo\.listen: .* NOT applied: it takes effect only after "
