@@ -102,11 +102,12 @@ static void out_lines(conn *c, const char *text, size_t len)
   }
 }
 
-/* Writes what is pending; 1 when all is out, 0 to wait for E_WRITE, -1 on error. */
-static int flush(Event *e, conn *c)
+/* Writes what is pending; 1 when all is out, 0 to wait for *need (E_WRITE, or E_READ
+ * under TLS), -1 on error. */
+static int flush(Event *e, conn *c, int *need)
 {
   while (c->outoff < c->outlen) {
-    int need, n = event_write(e, c->out + c->outoff, (int)(c->outlen - c->outoff), &need);
+    int n = event_write(e, c->out + c->outoff, (int)(c->outlen - c->outoff), need);
 
     if (n < 0)
       return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
@@ -556,28 +557,28 @@ static int console_input(conn *c)
 static int session_cb(Event *e, int mask, void *closure, struct timeval *now)
 {
   conn *c = closure;
-  int rc;
+  int rc, need = E_WRITE;
 
   (void)now;
   if (mask & E_TIMEOUT)
     return conn_close(e, c);
   for (;;) {
-    rc = flush(e, c);
+    rc = flush(e, c, &need);
     if (rc < 0 || c->oom)
       return conn_close(e, c);
     if (rc == 0)
-      return E_WRITE;
+      return need ? need : E_WRITE;
     if (c->closing)
       return conn_close(e, c);
     if (c->console && ec_framework_stopping())
       return conn_close(e, c); /* let the drain finish */
     {
-      int need, n = event_read(e, c->in + c->inlen, (int)(sizeof(c->in) - c->inlen), &need);
+      int n = event_read(e, c->in + c->inlen, (int)(sizeof(c->in) - c->inlen), &need);
 
       if (n == 0)
         return conn_close(e, c);
-      if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? E_READ : conn_close(e, c);
+      if (n < 0) /* `need`: E_READ, or E_WRITE when TLS must write first */
+        return errno == EAGAIN || errno == EWOULDBLOCK ? (need ? need : E_READ) : conn_close(e, c);
       c->inlen += (size_t)n;
     }
     if (c->console) {
