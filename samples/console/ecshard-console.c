@@ -7,7 +7,8 @@
  * does not start with "error:", 1 if it does, 2 if the server cannot be reached or does
  * not answer within the timeout (10 s). Without one it reads commands from standard input
  * (with a prompt on a terminal) until end of file or `quit`. SOCKET defaults to
- * $ECSHARD_CONSOLE, else ./ecshardd.console (ecshardd's default).
+ * $ECSHARD_CONSOLE, else $XDG_RUNTIME_DIR/ecshardd.console if it exists, else
+ * ./ecshardd.console (where ecshardd's embedded configuration puts it).
  *
  * The protocol: one command per line; the server answers with lines ended by a line
  * holding a single "."; answer lines that start with "." carry one extra ".".
@@ -115,7 +116,8 @@ static int read_answer(int fd)
 static void usage(FILE *out)
 {
   fprintf(out, "usage: ecshard-console [-s SOCKET] [-t SECONDS] [COMMAND [ARG...]]\n"
-               "  SOCKET defaults to $ECSHARD_CONSOLE, else ./ecshardd.console\n"
+               "  SOCKET defaults to $ECSHARD_CONSOLE, else $XDG_RUNTIME_DIR/ecshardd.console\n"
+               "  if it exists, else ./ecshardd.console\n"
                "  `ecshard-console help` lists the server's commands\n");
 }
 
@@ -125,8 +127,18 @@ int main(int argc, char **argv)
   char line[8192];
   int i = 1, fd, rc = 0, tty;
 
-  if (path == NULL || path[0] == '\0')
+  if (path == NULL || path[0] == '\0') {
+    /* Where ecshardd's embedded configuration puts it. */
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    static char xdg_path[160];
+
     path = "ecshardd.console";
+    if (xdg != NULL && xdg[0] == '/' && strlen(xdg) < 80) {
+      snprintf(xdg_path, sizeof(xdg_path), "%s/ecshardd.console", xdg);
+      if (access(xdg_path, F_OK) == 0)
+        path = xdg_path;
+    }
+  }
   for (; i < argc && argv[i][0] == '-'; i++) {
     if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
       path = argv[++i];
