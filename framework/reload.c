@@ -96,10 +96,8 @@ static int hooked(const char *path)
   for (int i = 0; i < nhooks && !found; i++) {
     n = strlen(hooks[i].name);
     /* A hook named "tls" covers listener.*.tls.*, one named after a section covers it. */
-    if (strncmp(path, hooks[i].name, n) == 0 && (path[n] == '.' || path[n] == '\0'))
-      found = 1;
-    else if (strcmp(hooks[i].name, "tls") == 0 && fnmatch("listener.*.tls.*", path, 0) == 0)
-      found = 1;
+    found = (strncmp(path, hooks[i].name, n) == 0 && (path[n] == '.' || path[n] == '\0')) ||
+            (strcmp(hooks[i].name, "tls") == 0 && fnmatch("listener.*.tls.*", path, 0) == 0);
   }
   pthread_mutex_unlock(&hooks_lock);
   return found;

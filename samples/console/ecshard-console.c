@@ -33,7 +33,7 @@ static int connect_to(const char *path)
     fprintf(stderr, "ecshard-console: socket path too long: %s\n", path);
     return -1;
   }
-  strcpy(sa.sun_path, path);
+  memcpy(sa.sun_path, path, strlen(path) + 1); /* length checked above */
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
     fprintf(stderr, "ecshard-console: cannot connect to %s: %s\n", path, strerror(errno));
@@ -183,8 +183,17 @@ int main(int argc, char **argv)
     }
     if (fgets(line, sizeof(line), stdin) == NULL)
       break;
-    if (strchr(line, '\n') == NULL)
-      strcat(line, "\n");
+    if (strchr(line, '\n') == NULL) {
+      size_t n = strlen(line);
+
+      if (n + 1 >= sizeof(line)) {
+        fprintf(stderr, "ecshard-console: line longer than %zu bytes\n", sizeof(line) - 2);
+        rc = 2;
+        break;
+      }
+      line[n] = '\n'; /* the last line of a file without a newline */
+      line[n + 1] = '\0';
+    }
     if (send_all(fd, line, strlen(line)) < 0) {
       rc = 2;
       break;
