@@ -44,7 +44,8 @@ typedef struct shard__acceptor {
 
 static uint64_t timeout_of(const fw__listener *l, int phase)
 {
-  return phase == SHARD__SESSION_HANDSHAKE ? l->handshake_ns : l->idle_ns;
+  /* Relaxed: a reload may change them (fw__listeners_reconfigure). */
+  return phase == SHARD__SESSION_HANDSHAKE ? ec__load(&l->handshake_ns) : ec__load(&l->idle_ns);
 }
 
 /* ---- per-shard bookkeeping ---------------------------------------------------------------- */
