@@ -105,7 +105,7 @@ static const char *parse_addr(const char *s, laddr *a)
     if (s[5] == '\0' || strlen(s + 5) >= sizeof(u->sun_path))
       return "a unix: address needs a path shorter than 108 bytes";
     u->sun_family = AF_UNIX;
-    strcpy(u->sun_path, s + 5);
+    memcpy(u->sun_path, s + 5, strlen(s + 5) + 1); /* the length was checked above */
     a->len = sizeof(*u);
     a->is_unix = 1;
     return NULL;
