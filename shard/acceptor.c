@@ -44,7 +44,8 @@ typedef struct shard__acceptor {
 
 static uint64_t timeout_of(const fw__listener *l, int phase)
 {
-  return phase == SHARD__SESSION_HANDSHAKE ? l->handshake_ns : l->idle_ns;
+  /* Relaxed: a reload may change them (fw__listeners_reconfigure). */
+  return phase == SHARD__SESSION_HANDSHAKE ? ec__load(&l->handshake_ns) : ec__load(&l->idle_ns);
 }
 
 /* ---- per-shard bookkeeping ---------------------------------------------------------------- */
@@ -114,6 +115,17 @@ static void set_phase(shard *s, struct ec_session *ss, int phase)
   ss->phase = (uint8_t)phase;
   ss->last_ns = s->now_ns;
   append_session(s, ss);
+}
+
+void shard__session_tls_phase(Event *e, int done)
+{
+  struct ec_session *ss = e->_priv.session;
+  shard *s = shard__self();
+  int phase = done ? SHARD__SESSION_ACTIVE : SHARD__SESSION_HANDSHAKE;
+
+  if (ss == NULL || s == NULL || ss->shard != s->id || ss->ev != e || ss->phase == phase)
+    return;
+  set_phase(s, ss, phase); /* the handshake deadline counts from here */
 }
 
 /* ---- ending sessions ---------------------------------------------------------------------- */
@@ -207,7 +219,10 @@ static int start_protocol(shard *s, struct ec_session *ss, Event *e, const ec_ac
   fw__listener *l = fw__listener_get(ss->listener);
   int mask;
 
-  set_phase(s, ss, SHARD__SESSION_ACTIVE);
+  /* Implicit TLS stays in the handshake phase (its deadline still counting from accept)
+   * until tls.c reports the TLS handshake finished (shard__session_tls_phase). */
+  if (!l->tls_implicit)
+    set_phase(s, ss, SHARD__SESSION_ACTIVE);
   if (l->proto->accept_hook != NULL && l->proto->accept_hook(info, l->proto->closure) != 0) {
     ec__fetch_add(&l->refused, 1);
     refuse(l, e->fd);
@@ -496,6 +511,7 @@ static int acceptor_cb(Event *e, int type, void *closure, struct timeval *now)
 }
 
 static int install_failures; /* acceptors that could not be installed (atomic) */
+static int installs_pending; /* acceptor_add closures posted and not yet run (atomic) */
 
 static void acceptor_add(void *arg)
 {
@@ -517,9 +533,11 @@ static void acceptor_add(void *arg)
   s->acceptors[s->nacceptors++] = a;
   if (ec__load_acquire(&s->draining)) /* installed after a stop: close at once */
     shard__drain_begin(s);
+  ec__fetch_add(&installs_pending, -1); /* pairs with the load in shard__acceptors_settle */
   return;
 fail:
   ec__fetch_add(&install_failures, 1);
+  ec__fetch_add(&installs_pending, -1);
   ec_debug_printf(DERROR, EC_LOG_NET, "listener %s: shard %d cannot watch fd %d", a->l->name, s->id,
                   a->fd);
   event_free(a->ev);
@@ -528,15 +546,25 @@ fail:
   ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);
 }
 
-static void settle(void *arg)
+void shard__acceptors_reset(void)
 {
-  (void)arg; /* runs after the acceptor_add closures posted before it */
+  ec__store(&installs_pending, 0);
+  ec__store(&install_failures, 0);
 }
 
 int shard__acceptors_settle(void)
 {
-  for (int i = 0; i < shard__count(); i++)
-    ec_shard_call(i, settle, NULL);
+  /*
+   * Polls rather than waiting for a reply from each shard: a stop may come at any moment,
+   * and a shard that has left its loop handles no more messages (the join runs the
+   * closures still queued). Installing takes microseconds once the shards run, so this
+   * rarely sleeps at all.
+   */
+  while (ec__load_acquire(&installs_pending) > 0 && !ec_framework_stopping()) {
+    struct timespec ts = {0, 200000};
+
+    nanosleep(&ts, NULL);
+  }
   return __atomic_exchange_n(&install_failures, 0, __ATOMIC_ACQ_REL);
 }
 
@@ -554,8 +582,10 @@ int shard__acceptor_install(fw__listener *l, int fd, int id, int single, const c
   a->ev = NULL;
   a->retry = NULL;
   a->pausing = 0;
+  ec__fetch_add(&installs_pending, 1);
   rc = shard__post(shard__get(id), SHARD__MSG_RUN, NULL, 0, acceptor_add, a);
   if (rc < 0) {
+    ec__fetch_add(&installs_pending, -1);
     ec_free(MEMTYPE_CONFIG, a->unix_path);
     ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);
   }
@@ -588,7 +618,14 @@ static void expire(shard *s, struct ec_session *ss)
   fw__listener *l = fw__listener_get(ss->listener);
   Event *e = ss->ev;
 
-  shard__session_touch(s, ss); /* another full period before it is looked at again */
+  /* Another full period before it is looked at again. Moved by hand: touching does not
+   * move a session in the handshake phase, and one left at the head would be picked again
+   * at every iteration. */
+  ss->last_ns = s->now_ns;
+  if (s->lstates[ss->listener].tail[ss->phase] != ss) {
+    unlink_session(s, ss);
+    append_session(s, ss);
+  }
   if (e == NULL || ec__load(&e->_priv.state) != SHARD__EV_SCHEDULED ||
       (e->_priv.flags & SHARD__EVF_DISPATCHING))
     return; /* suspended (a worker has it) or busy: try again later */

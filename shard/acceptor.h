@@ -30,11 +30,18 @@ struct ec_session {
 /* After the shards started: waits until every acceptor posted so far is installed and
  * returns how many could not be (each logged), resetting the count. Not on a shard. */
 int shard__acceptors_settle(void);
+void shard__acceptors_reset(void); /* before the listeners open (no shard runs) */
 
 int shard__acceptor_install(fw__listener *l, int fd, int shard, int single, const char *unix_path);
 
 /* Owner thread: a readiness dispatch of a session's Event (idle timer restarts). */
 void shard__session_touch(shard *s, struct ec_session *ss);
+
+/* TLS (framework/tls.c), owner thread: `done` 0 when a STARTTLS handshake begins on `e`,
+ * 1 when a server handshake has finished. While it runs, the session is in the handshake
+ * phase, bounded by the listener's handshake_timeout. Sessions of other shards, or an
+ * Event without a session, are left alone. */
+void shard__session_tls_phase(Event *e, int done);
 
 /* The session's Event is being closed (any thread: off the owner it is posted). */
 void shard__session_end(struct ec_session *ss);
