@@ -12,6 +12,7 @@
 #include "ec_framework.h"
 
 #include "echo.h"
+#include "http.h"
 #include "urlfetch.h"
 
 #define MAX_SET 64
@@ -24,6 +25,7 @@ static const char default_config[] =
     "listener = {\n"
     "  echo = { listen = \"127.0.0.1:7007\"; protocol = \"echo\"; idle_timeout = 300.0; };\n"
     "  urlfetch = { listen = \"127.0.0.1:7070\"; protocol = \"urlfetch\"; };\n"
+    "  http = { listen = \"127.0.0.1:8080\"; protocol = \"http\"; idle_timeout = 600.0; };\n"
     "};\n";
 
 static int register_modules(void)
@@ -31,7 +33,7 @@ static int register_modules(void)
   static const struct {
     const char *name;
     int (*reg)(void);
-  } modules[] = {{"echo", echo_register}, {"urlfetch", urlfetch_register}};
+  } modules[] = {{"echo", echo_register}, {"http", http_register}, {"urlfetch", urlfetch_register}};
 
   for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
     int rc = modules[i].reg();
