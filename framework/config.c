@@ -121,6 +121,7 @@ struct cfg_entry {
   cfg_type type;
   unsigned flags;
   long long min, max;         /* CFG_INT */
+  double fmin, fmax;          /* CFG_FLOAT bounds, when fmin < fmax */
   const char *const *choices; /* CFG_STRING: NULL-terminated allowed values */
   /* Further rule on a scalar (or each element of a string list): NULL if the value is
    * fine, else the requirement it misses ("must be a power of two"). */
@@ -198,6 +199,15 @@ static const char *check_listen(const config_setting_t *s)
 }
 
 static const char *const accept_modes[] = {"reuseport", "single", NULL};
+static const char *const tls_modes[] = {"implicit", "starttls", NULL};
+
+/* listener.NAME.tls: the listener's server certificates (framework/listener.c). */
+static const cfg_entry listener_tls_schema[] = {
+    {.name = "certificate", .type = CFG_STRING, .flags = CFG_REQUIRED},
+    {.name = "key", .type = CFG_STRING, .flags = CFG_REQUIRED},
+    {.name = "mode", .type = CFG_STRING, .choices = tls_modes},
+    {.name = NULL},
+};
 
 /* listener = { NAME = { ... }; }: one listener per member (framework/listener.c). */
 static const cfg_entry listener_schema[] = {
@@ -214,6 +224,7 @@ static const cfg_entry listener_schema[] = {
     {.name = "idle_timeout", .type = CFG_FLOAT, .check = check_nonneg},
     {.name = "handshake_timeout", .type = CFG_FLOAT, .check = check_nonneg},
     {.name = "proxy_protocol", .type = CFG_BOOL},
+    {.name = "tls", .type = CFG_GROUP, .members = listener_tls_schema},
     {.name = NULL},
 };
 
@@ -271,7 +282,18 @@ static const cfg_entry io_wrapper_schema[] = {
 static const cfg_entry debug_flags_member = {
     .name = "debug_flags member", .type = CFG_STRING_LIST, .check = check_subsystem};
 
-static const cfg_entry root_members[] = {
+/* The built-in top-level sections; a module may not register one of these names. */
+static const char *const root_schema_builtin_names[] = {
+    "event_loop", "log",      "debug_flags", "listener",
+    "limits",     "shutdown", "threadpool",  "io_wrapper",
+};
+
+#define MAX_SECTIONS 32 /* module sections (ec_config_section_register) */
+
+/* Not const: module sections are appended before the NULL row (ec_config_section_register,
+ * before init, under section_lock), so the validator and --set see them like the built-in
+ * ones. Readers run only while no registration can happen (after init). */
+static cfg_entry root_members[] = {
     {.name = "event_loop", .type = CFG_GROUP, .members = event_loop_schema},
     {.name = "log", .type = CFG_GROUP, .members = log_schema},
     {.name = "debug_flags",
@@ -287,9 +309,194 @@ static const cfg_entry root_members[] = {
      .key_check = check_pool_name},
     {.name = "io_wrapper", .type = CFG_GROUP, .members = io_wrapper_schema},
     {.name = NULL},
+    [sizeof(root_schema_builtin_names) / sizeof(root_schema_builtin_names[0]) +
+        MAX_SECTIONS] = {.name = NULL},
 };
 
 static const cfg_entry root_schema = {.name = "", .type = CFG_GROUP, .members = root_members};
+
+/* ---- module sections ------------------------------------------------------------------ */
+
+static int valid_name(const char *s);
+static int config_loaded(void);
+
+/*
+ * A module's section is one more row of root_members whose member table is built from the
+ * caller's ec_config_item array (deep-copied, so the caller's tables may be temporary).
+ * Registrations last until the configuration is unloaded (ec_framework_join), like
+ * protocol registrations.
+ */
+typedef struct module_section {
+  char *name;
+  char *defaults; /* "NAME = { ... };", or NULL */
+  cfg_entry *members;
+  int nmembers;
+  const ec_config_item *items; /* the caller's pointer: registering it again is a no-op */
+} module_section;
+
+static pthread_mutex_t section_lock = PTHREAD_MUTEX_INITIALIZER;
+static module_section sections[MAX_SECTIONS];
+static int nsections;
+
+static void section_free(module_section *m)
+{
+  for (int i = 0; i < m->nmembers; i++) {
+    free((char *)m->members[i].name);
+    if (m->members[i].choices != NULL) {
+      for (const char *const *c = m->members[i].choices; *c; c++)
+        free((char *)*c);
+      free((void *)m->members[i].choices);
+    }
+  }
+  free(m->members);
+  free(m->name);
+  free(m->defaults);
+  memset(m, 0, sizeof(*m));
+}
+
+static const char *const *choices_dup(const char *const *src)
+{
+  size_t n = 0;
+  char **c;
+
+  while (src[n] != NULL)
+    n++;
+  c = calloc(n + 1, sizeof(*c));
+  for (size_t i = 0; c != NULL && i < n; i++) {
+    if ((c[i] = strdup(src[i])) == NULL) {
+      while (i > 0)
+        free(c[--i]);
+      free(c);
+      c = NULL;
+    }
+  }
+  return (const char *const *)c;
+}
+
+/* Why `items` cannot describe a section, or NULL. */
+static const char *items_check(const ec_config_item *items)
+{
+  for (const ec_config_item *it = items; it->name != NULL; it++) {
+    if (!valid_name(it->name))
+      return "an item name is not a valid setting name";
+    if (it->kind < EC_CONFIG_INT || it->kind > EC_CONFIG_STRING_LIST)
+      return "an item has an unknown kind";
+    if (it->min > it->max)
+      return "an item has min > max";
+    for (const ec_config_item *o = items; o != it; o++)
+      if (strcmp(o->name, it->name) == 0)
+        return "an item name appears twice";
+  }
+  return NULL;
+}
+
+static int section_build(module_section *m, const char *name, const ec_config_item *items,
+                         const char *defaults)
+{
+  static const cfg_type kinds[] = {
+      [EC_CONFIG_INT] = CFG_INT,
+      [EC_CONFIG_FLOAT] = CFG_FLOAT,
+      [EC_CONFIG_BOOL] = CFG_BOOL,
+      [EC_CONFIG_STRING] = CFG_STRING,
+      [EC_CONFIG_STRING_LIST] = CFG_STRING_LIST,
+  };
+  int n = 0;
+
+  while (items[n].name != NULL)
+    n++;
+  m->items = items;
+  m->name = strdup(name);
+  m->members = calloc((size_t)n + 1, sizeof(cfg_entry));
+  if (defaults != NULL) {
+    size_t len = strlen(name) + strlen(defaults) + 16;
+
+    if ((m->defaults = malloc(len)) != NULL)
+      snprintf(m->defaults, len, "%s = {\n%s\n};\n", name, defaults);
+  }
+  if (m->name == NULL || m->members == NULL || (defaults != NULL && m->defaults == NULL))
+    return -ENOMEM;
+  for (int i = 0; i < n; i++, m->nmembers++) {
+    cfg_entry *e = &m->members[i];
+    int bounded = items[i].min < items[i].max;
+
+    e->type = kinds[items[i].kind];
+    e->min = bounded && items[i].min > (double)LLONG_MIN ? (long long)items[i].min : LLONG_MIN;
+    e->max = bounded && items[i].max < (double)LLONG_MAX ? (long long)items[i].max : LLONG_MAX;
+    e->fmin = items[i].min;
+    e->fmax = items[i].max;
+    if ((e->name = strdup(items[i].name)) == NULL)
+      return -ENOMEM;
+    if (items[i].choices != NULL && (e->choices = choices_dup(items[i].choices)) == NULL)
+      return -ENOMEM;
+  }
+  return 0;
+}
+
+int ec_config_section_register(const char *name, const ec_config_item *items, const char *defaults)
+{
+  const char *why = NULL;
+  int rc = 0, nroot = 0;
+
+  if (name == NULL || items == NULL)
+    why = "NULL name or items";
+  else if (!valid_name(name))
+    why = "not a valid setting name";
+  else
+    why = items_check(items);
+  if (why != NULL) {
+    ec_debug_printf(DERROR, EC_LOG_CONFIG, "ec_config_section_register(%s): %s",
+                    name ? name : "NULL", why);
+    return -EINVAL;
+  }
+  pthread_mutex_lock(&section_lock);
+  while (root_members[nroot].name != NULL)
+    nroot++;
+  for (int i = 0; i < nroot && rc == 0; i++)
+    if (strcmp(root_members[i].name, name) == 0)
+      rc = -EEXIST;
+  for (int i = 0; rc == -EEXIST && i < nsections; i++)
+    if (strcmp(sections[i].name, name) == 0 && sections[i].items == items)
+      rc = 1; /* the same module again (a test's second run): nothing to do */
+  if (rc == 0 && config_loaded())
+    rc = -EBUSY;
+  if (rc == 0 && nsections == MAX_SECTIONS)
+    rc = -ENOSPC;
+  if (rc == 0) {
+    module_section *m = &sections[nsections];
+
+    rc = section_build(m, name, items, defaults);
+    if (rc == 0) {
+      root_members[nroot] = (cfg_entry){.name = m->name, .type = CFG_GROUP, .members = m->members};
+      root_members[nroot + 1] = (cfg_entry){.name = NULL};
+      nsections++;
+    } else {
+      section_free(m);
+    }
+  }
+  pthread_mutex_unlock(&section_lock);
+  if (rc < 0)
+    ec_debug_printf(DERROR, EC_LOG_CONFIG, "ec_config_section_register(%s): %s", name,
+                    rc == -EEXIST   ? "the name is taken"
+                    : rc == -EBUSY  ? "call it before ec_framework_init"
+                    : rc == -ENOSPC ? "too many sections"
+                                    : strerror(-rc));
+  return rc < 0 ? rc : 0;
+}
+
+/* At unload: the module sections go, as protocol registrations do at join. */
+static void sections_clear(void)
+{
+  int nroot = 0;
+
+  pthread_mutex_lock(&section_lock);
+  while (root_members[nroot].name != NULL)
+    nroot++;
+  for (int i = 0; i < nsections; i++)
+    section_free(&sections[i]);
+  root_members[nroot - nsections] = (cfg_entry){.name = NULL};
+  nsections = 0;
+  pthread_mutex_unlock(&section_lock);
+}
 
 /* ---- error reporting ------------------------------------------------------------------ */
 
@@ -375,6 +582,12 @@ static int is_int(const config_setting_t *s)
 
 static void check_members(vctx *v, const config_setting_t *group, const cfg_entry *members);
 
+static double setting_number(const config_setting_t *s)
+{
+  return config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+                                                     : (double)config_setting_get_int64(s);
+}
+
 static void check_string(vctx *v, const config_setting_t *s, const cfg_entry *e)
 {
   const char *str = config_setting_get_string(s);
@@ -444,6 +657,8 @@ static void check_entry(vctx *v, const config_setting_t *s, const cfg_entry *e)
   case CFG_FLOAT:
     if (!is_int(s) && config_setting_type(s) != CONFIG_TYPE_FLOAT)
       bad(v, s, "must be a number");
+    else if (e->fmin < e->fmax && !(setting_number(s) >= e->fmin && setting_number(s) <= e->fmax))
+      bad(v, s, "must be between %g and %g (got %g)", e->fmin, e->fmax, setting_number(s));
     else if (e->check != NULL && (why = e->check(s)) != NULL)
       bad(v, s, "%s", why);
     return;
@@ -551,6 +766,11 @@ typedef struct cfg_state {
 } cfg_state;
 
 static cfg_state *g_state;
+
+static int config_loaded(void)
+{
+  return g_state != NULL;
+}
 
 static const char *intern(cfg_state *st, const char *text)
 {
@@ -1183,6 +1403,13 @@ static int config_build(const ec_framework_options *opts, cfg_state *st, cfg_err
   int rc;
 
   rc = add_text_layer(st, default_text, "<defaults>", er);
+  for (int i = 0; rc == 0 && i < nsections; i++) {
+    char origin[96];
+
+    snprintf(origin, sizeof(origin), "<%s defaults>", sections[i].name);
+    if (sections[i].defaults != NULL)
+      rc = add_text_layer(st, sections[i].defaults, origin, er);
+  }
   if (rc == 0 && opts != NULL && opts->config_file != NULL)
     rc = add_file_layer(st, opts->config_file, er);
   else if (rc == 0 && opts != NULL && opts->config_text != NULL)
@@ -1248,6 +1475,7 @@ void fw__config_unload(void)
     return;
   state_free(g_state);
   g_state = NULL;
+  sections_clear();
 }
 
 const config_t *fw__config(void)
@@ -1323,6 +1551,33 @@ const char *ec_config_get_string(const char *path, const char *def)
 
   return s != NULL && config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
                                                                    : def;
+}
+
+int ec_config_get_list_count(const char *path)
+{
+  const config_setting_t *s = lookup(path);
+
+  if (s == NULL)
+    return -ENOENT;
+  if (config_setting_type(s) == CONFIG_TYPE_STRING)
+    return 1; /* a lone string is a one-element list, as the validator allows */
+  return config_setting_is_array(s) || config_setting_is_list(s) ? config_setting_length(s)
+                                                                 : -EINVAL;
+}
+
+const char *ec_config_get_list_string(const char *path, int index)
+{
+  const config_setting_t *s = lookup(path);
+
+  if (s == NULL || index < 0)
+    return NULL;
+  if (config_setting_type(s) == CONFIG_TYPE_STRING)
+    return index == 0 ? config_setting_get_string(s) : NULL;
+  if (!config_setting_is_array(s) && !config_setting_is_list(s))
+    return NULL;
+  s = config_setting_get_elem(s, (unsigned)index);
+  return s != NULL && config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                                   : NULL;
 }
 
 int ec_config_print(FILE *out)

@@ -9,6 +9,7 @@
  * SO_REUSEPORT does not balance) one shard accepts and hands connections to the others.
  */
 #include "framework/listener.h"
+#include "ec_ssl.h"
 #include "framework/atomic.h"
 #include "framework/internal.h"
 #include "shard/acceptor.h"
@@ -283,6 +284,7 @@ static void listener_free(fw__listener *l)
 {
   if (l == NULL)
     return;
+  SSL_CTX_free(l->tls_ctx);
   ec_free(MEMTYPE_CONFIG, l->name);
   ec_free(MEMTYPE_CONFIG, l);
 }
@@ -321,9 +323,34 @@ static int open_address(fw__listener *l, const config_setting_t *g, const char *
     }
   }
   ec_debug_printf(
-      DNOTICE, EC_LOG_NET, "listener %s: %s, protocol %s, %s%s", l->name, text, l->proto->name,
+      DNOTICE, EC_LOG_NET, "listener %s: %s, protocol %s, %s%s%s", l->name, text, l->proto->name,
       single ? "one acceptor handing off to all shards" : "a SO_REUSEPORT socket on every shard",
-      l->proxy_protocol ? ", PROXY protocol" : "");
+      l->proxy_protocol ? ", PROXY protocol" : "",
+      l->tls_ctx == NULL ? ""
+      : l->tls_implicit  ? ", TLS"
+                         : ", STARTTLS available");
+  return 0;
+}
+
+/* The listener's `tls` section: its server context, built before any socket opens. */
+static int open_tls(fw__listener *l, const config_setting_t *g)
+{
+  const config_setting_t *t = config_setting_get_member(g, "tls");
+  const char *cert = NULL, *key = NULL, *mode = "implicit";
+  char err[256], loc[256];
+
+  if (t == NULL)
+    return 0;
+  config_setting_lookup_string(t, "certificate", &cert);
+  config_setting_lookup_string(t, "key", &key);
+  config_setting_lookup_string(t, "mode", &mode);
+  l->tls_implicit = strcmp(mode, "implicit") == 0;
+  l->tls_ctx = ec_ssl_server_ctx_new(cert, key, err, sizeof(err));
+  if (l->tls_ctx == NULL) {
+    ec_debug_printf(DERROR, EC_LOG_NET, "%s: listener %s: TLS: %s", where(t, loc, sizeof(loc)),
+                    l->name, err);
+    return -EINVAL;
+  }
   return 0;
 }
 
@@ -362,6 +389,8 @@ static int open_listener(const config_setting_t *g, int index)
   l->handshake_ns = (uint64_t)(get_double(g, "handshake_timeout", 10.0) * 1e9);
   listeners[index] = l;
   nlisteners = index + 1;
+  if ((rc = open_tls(l, g)) < 0)
+    return rc;
   if (config_setting_type(listen) == CONFIG_TYPE_STRING) {
     rc = open_address(l, g, config_setting_get_string(listen), (int)get_int(g, "backlog", 4096));
   } else {

@@ -105,6 +105,8 @@ EC_API const char *ec_poller_name(void);
  * handshake timeout) passes, or when a graceful stop's drain deadline comes, the
  * session's Event is dispatched with E_TIMEOUT: close it and return 0.
  */
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+
 typedef struct ec_accept_info {
   const char *listener;         /* the listener's name in the configuration */
   const char *protocol;         /* the protocol's name */
@@ -114,6 +116,11 @@ typedef struct ec_accept_info {
   struct sockaddr_storage local; /* the address it connected to (likewise) */
   socklen_t local_len;
   int proxied; /* 1 if the addresses came from a PROXY protocol header */
+  /* The listener's TLS server context (its `tls` section), or NULL when it has none. It
+   * lives as long as the listener, so a session may keep it, e.g. for STARTTLS with
+   * ec_ssl_starttls(e, info->tls_ctx, mtc). */
+  struct ssl_ctx_st *tls_ctx;
+  int tls; /* 1 when the framework attached TLS already (tls.mode = "implicit") */
 } ec_accept_info;
 
 typedef struct ec_protocol {
@@ -139,7 +146,9 @@ typedef struct ec_protocol {
 
 /*
  * Registers a protocol module. Before ec_framework_start (listeners are opened there and
- * must find their protocol). 0, -EEXIST (name taken), -EINVAL, -ENOMEM. Any thread.
+ * must find their protocol); before ec_framework_init is fine too, next to the module's
+ * ec_config_section_register. Registrations last until ec_framework_join.
+ * 0, -EEXIST (name taken), -EINVAL, -ENOMEM. Any thread.
  */
 EC_API int ec_protocol_register(const ec_protocol *proto);
 
@@ -174,6 +183,48 @@ EC_API long long ec_config_get_int(const char *path, long long def);
 EC_API double ec_config_get_double(const char *path, double def);
 EC_API int ec_config_get_bool(const char *path, int def);
 EC_API const char *ec_config_get_string(const char *path, const char *def);
+
+/*
+ * A string list's length: 1 for a lone string (listen = "a" is the list [ "a" ]), the
+ * element count for an array or list, -ENOENT when the path is absent, -EINVAL for any
+ * other type. Any thread after init.
+ */
+EC_API int ec_config_get_list_count(const char *path);
+
+/* Element `index` of the string list at `path`, or NULL (absent, out of range, not a
+ * string). The pointer lives as long as the configuration (until ec_framework_join). */
+EC_API const char *ec_config_get_list_string(const char *path, int index);
+
+/* ---- module configuration sections ---------------------------------------------------- */
+
+typedef enum ec_config_kind {
+  EC_CONFIG_INT,
+  EC_CONFIG_FLOAT, /* a number: an integer is accepted too */
+  EC_CONFIG_BOOL,
+  EC_CONFIG_STRING,
+  EC_CONFIG_STRING_LIST, /* [ "a", "b" ], or a lone "a" */
+} ec_config_kind;
+
+typedef struct ec_config_item {
+  const char *name; /* member of the section; an array of items ends with name == NULL */
+  ec_config_kind kind;
+  double min, max;            /* INT and FLOAT bounds, inclusive; min == max: unbounded */
+  const char *const *choices; /* STRING: NULL-terminated allowed values, or NULL: any */
+} ec_config_item;
+
+/*
+ * Declares the top-level section `name = { ... };` that a module reads, with its items and
+ * its default text in configuration syntax (the members only, e.g. `mode = "spool";`), or
+ * NULL. Call before ec_framework_init: the loader then validates the section like the
+ * framework's own (an unknown member or a bad value is an error naming file:line), merges
+ * the defaults under the file and --set, and ec_config_print shows it. The tables are
+ * copied. The registration lasts until ec_framework_join (or a failed init); registering
+ * the same name with the same `items` pointer again is a no-op returning 0.
+ * 0, -EINVAL (bad name or items, logged), -EEXIST (a framework section or another
+ * module's), -EBUSY (after init), -ENOSPC (more than 32 sections), -ENOMEM.
+ */
+EC_API int ec_config_section_register(const char *name, const ec_config_item *items,
+                                      const char *defaults);
 
 /* Writes the effective configuration in the configuration syntax. 0 or -errno. */
 EC_API int ec_config_print(FILE *out);

@@ -18,6 +18,7 @@
  * they end or shutdown.drain_timeout passes; then they get E_TIMEOUT.
  */
 #include "shard/acceptor.h"
+#include "ec_ssl.h"
 #include "framework/atomic.h"
 #include "framework/internal.h"
 #include "framework/proxy.h"
@@ -181,6 +182,8 @@ static void fill_info(ec_accept_info *info, const fw__listener *l, int fd, int s
   info->listener = l->name;
   info->protocol = l->proto->name;
   info->shard = shard_id;
+  info->tls_ctx = l->tls_ctx;
+  info->tls = l->tls_implicit;
   if (peer != NULL) {
     info->peer = peer->ss;
     info->peer_len = peer->len;
@@ -213,6 +216,11 @@ static int start_protocol(shard *s, struct ec_session *ss, Event *e, const ec_ac
   }
   e->callback = NULL;
   e->closure = NULL;
+  /* Implicit TLS: the handshake runs inside the protocol's first event_read/event_write. */
+  if (l->tls_implicit && ec_ssl_attach_server(e, l->tls_ctx) < 0) {
+    event_close(e);
+    return 0;
+  }
   mask = l->proto->session_start(e, info, l->proto->closure);
   if (mask != 0 && e->callback == NULL) {
     ec_debug_printf(DERROR, EC_LOG_NET,

@@ -773,6 +773,76 @@ static void t_group_of_schema(void)
   ASSERT_STR_EQ(err, "<t>:1: 'threadpools.IO.pin' must be a boolean (true or false)");
 }
 
+/* ---- module sections ------------------------------------------------------------------ */
+
+static const char *const modes[] = {"spool", "sink", NULL};
+static const ec_config_item mod_items[] = {
+    {.name = "mode", .kind = EC_CONFIG_STRING, .choices = modes},
+    {.name = "max_recipients", .kind = EC_CONFIG_INT, .min = 1, .max = 1000},
+    {.name = "timeout", .kind = EC_CONFIG_FLOAT, .min = 0.5, .max = 3600},
+    {.name = "verbose", .kind = EC_CONFIG_BOOL},
+    {.name = "names", .kind = EC_CONFIG_STRING_LIST},
+    {.name = "anything", .kind = EC_CONFIG_INT},
+    {.name = NULL},
+};
+
+static void t_module_section(void)
+{
+  const char *set[] = {"mod.max_recipients=7", "mod.names=a,b,c", NULL};
+  ec_framework_options o = {.config_text = "mod = { timeout = 2; verbose = true; };", .set = set};
+  char err[ERRLEN];
+
+  ASSERT_EQ(ec_config_section_register("mod", mod_items,
+                                       "mode = \"spool\"; max_recipients = 100;"
+                                       " anything = -5000000000L;"),
+            0);
+  /* The same module again is harmless; a different table under the name is a clash. */
+  ASSERT_EQ(ec_config_section_register("mod", mod_items, NULL), 0);
+  ASSERT_EQ(ec_config_section_register("mod", mod_items + 1, NULL), -EEXIST);
+  ASSERT_EQ(ec_config_section_register("listener", mod_items, NULL), -EEXIST);
+  ASSERT_EQ(ec_config_section_register("bad name", mod_items, NULL), -EINVAL);
+
+  /* Values: defaults, then the text, then --set; validation as for built-in sections. */
+  ASSERT_EQ(build_capture(&o, err, sizeof(err), NULL), 0);
+  ASSERT_EQ(fw__config_load(&o), 0);
+  ASSERT_STR_EQ(ec_config_get_string("mod.mode", "?"), "spool");
+  ASSERT_EQ(ec_config_get_int("mod.max_recipients", 0), 7);
+  ASSERT_EQ(ec_config_get_int("mod.anything", 0), -5000000000LL);
+  ASSERT_TRUE(ec_config_get_double("mod.timeout", 0) == 2.0);
+  ASSERT_EQ(ec_config_get_bool("mod.verbose", 0), 1);
+  ASSERT_EQ(ec_config_get_list_count("mod.names"), 3);
+  ASSERT_STR_EQ(ec_config_get_list_string("mod.names", 2), "c");
+  ASSERT_NULL(ec_config_get_list_string("mod.names", 3));
+  ASSERT_EQ(ec_config_get_list_count("mod.nothing"), -ENOENT);
+  ASSERT_EQ(ec_config_get_list_count("mod.mode"), 1);
+  /* Loaded: registering now is refused. */
+  ASSERT_EQ(ec_config_section_register("late", mod_items, NULL), -EBUSY);
+  fw__config_unload();
+
+  ASSERT_EQ(ec_config_section_register("mod", mod_items, NULL), 0);
+  o = (ec_framework_options){.config_text = "mod = {\n  mode = \"queue\";\n};"};
+  ASSERT_EQ(build_capture(&o, err, sizeof(err), NULL), -EINVAL);
+  ASSERT_STR_EQ(err, "<config_text>:2: 'mod.mode' must be one of spool, sink (got 'queue')");
+  o = (ec_framework_options){.config_text = "mod = { timeout = 0.1; };"};
+  ASSERT_EQ(build_capture(&o, err, sizeof(err), NULL), -EINVAL);
+  ASSERT_STR_EQ(err, "<config_text>:1: 'mod.timeout' must be between 0.5 and 3600 (got 0.1)");
+  o = (ec_framework_options){.config_text = "mod = { max_recipients = 0; };"};
+  ASSERT_EQ(build_capture(&o, err, sizeof(err), NULL), -EINVAL);
+  ASSERT_STR_EQ(err, "<config_text>:1: 'mod.max_recipients' must be between 1 and 1000 (got 0)");
+  o = (ec_framework_options){.config_text = "mod = { colour = 1; };"};
+  ASSERT_EQ(build_capture(&o, err, sizeof(err), NULL), -EINVAL);
+  ASSERT_STR_EQ(err, "<config_text>:1: unknown setting 'mod.colour'");
+  ASSERT_EQ(set_capture("mod.verbose=maybe", err, sizeof(err)), -EINVAL);
+  ASSERT_STR_EQ(err, "--set 'mod.verbose=maybe': 'mod.verbose' must be a boolean (true/false, "
+                     "yes/no, on/off, 1/0)");
+  /* Unloading ends the registration: the section is unknown again. */
+  ASSERT_EQ(fw__config_load(NULL), 0);
+  fw__config_unload();
+  o = (ec_framework_options){.config_text = "mod = { };"};
+  ASSERT_EQ(build_capture(&o, err, sizeof(err), NULL), -EINVAL);
+  ASSERT_STR_EQ(err, "<config_text>:1: unknown setting 'mod'");
+}
+
 static const unit_test tests[] = {
     UNIT_TEST(t_defaults),
     UNIT_TEST(t_default_text_is_valid),
@@ -790,6 +860,7 @@ static const unit_test tests[] = {
     UNIT_TEST(t_load_unload_repeatedly),
     UNIT_TEST(t_get_wrong_type_returns_default),
     UNIT_TEST(t_group_of_schema),
+    UNIT_TEST(t_module_section),
     {NULL, NULL},
 };
 

@@ -600,6 +600,122 @@ static void t_errors(void)
   stop();
 }
 
+/* ---- (f) listeners with a tls section ---------------------------------------------------- */
+
+static srv_result lres;
+static int lsaw_tls = -1, lsaw_ctx, lsaw_attached;
+
+static int tlsecho_start(Event *e, const ec_accept_info *info, void *closure)
+{
+  echo *x = calloc(1, sizeof(*x));
+
+  __atomic_store_n(&lsaw_ctx, info->tls_ctx != NULL, __ATOMIC_RELAXED);
+  __atomic_store_n(&lsaw_attached, ec_ssl_is_event_ssl(e), __ATOMIC_RELAXED);
+  __atomic_store_n(&lsaw_tls, info->tls, __ATOMIC_RELEASE);
+  if (x == NULL)
+    return 0;
+  x->res = &lres;
+  e->callback = echo_cb;
+  e->closure = x;
+  return E_READ;
+}
+
+static int free_port(void)
+{
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    port = ntohs(a.sin_port);
+  if (fd >= 0)
+    close(fd);
+  return port;
+}
+
+static int connect_port(int port)
+{
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  a.sin_port = htons((uint16_t)port);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+      fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Starts the framework with one "tlsecho" listener whose tls section is `tls`. */
+static int start_listener(int port, const char *tls, const char *key)
+{
+  ec_framework_options o = unit_options(2);
+  ec_protocol p = {.name = "tlsecho", .session_start = tlsecho_start};
+  char text[1024], err[256];
+  int rc;
+
+  snprintf(text, sizeof(text),
+           "listener = { t = { listen = \"127.0.0.1:%d\"; protocol = \"tlsecho\";\n"
+           "  tls = { certificate = \"%s\"; key = \"%s\"; %s }; }; };",
+           port, cert_path, key, tls);
+  o.config_text = text;
+  cctx = ec_ssl_client_ctx_new(cert_path, err, sizeof(err));
+  if (cctx == NULL)
+    return -1;
+  if (ec_protocol_register(&p) < 0 || (rc = ec_framework_init(&o)) < 0)
+    return -2;
+  return ec_framework_start();
+}
+
+static void t_listener_tls(void)
+{
+  int port = free_port(), fd;
+  Event *c;
+
+  if (!have_cert) {
+    CU_ASSERT_EQUAL_FATAL(make_cert(), 0);
+    have_cert = 1;
+  }
+  /* Implicit: the Event reaches session_start with the TLS opset attached. */
+  memset(&lres, 0, sizeof(lres));
+  ASSERT_EQ(start_listener(port, "mode = \"implicit\";", key_path), 0);
+  fd = connect_port(port);
+  ASSERT_GE(fd, 0);
+  c = client_event(fd, "localhost");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(client_echo(c, 256 * 1024), 0);
+  ASSERT_EQ(__atomic_load_n(&lsaw_tls, __ATOMIC_ACQUIRE), 1);
+  ASSERT_EQ(__atomic_load_n(&lsaw_ctx, __ATOMIC_RELAXED), 1);
+  ASSERT_EQ(__atomic_load_n(&lsaw_attached, __ATOMIC_RELAXED), 1);
+  client_free(c);
+  ASSERT_TRUE(unit_wait_ge(&lres.closed, 1, 5000));
+  stop();
+
+  /* STARTTLS: plaintext at first, the context is there for the protocol to use. */
+  memset(&lres, 0, sizeof(lres));
+  port = free_port();
+  ASSERT_EQ(start_listener(port, "mode = \"starttls\";", key_path), 0);
+  fd = connect_port(port);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "plain\n", 6), 6);
+  for (int i = 0; i < 50 && __atomic_load_n(&lsaw_tls, __ATOMIC_ACQUIRE) != 0; i++)
+    usleep(20000);
+  ASSERT_EQ(__atomic_load_n(&lsaw_tls, __ATOMIC_ACQUIRE), 0);
+  ASSERT_EQ(__atomic_load_n(&lsaw_ctx, __ATOMIC_RELAXED), 1);
+  ASSERT_EQ(__atomic_load_n(&lsaw_attached, __ATOMIC_RELAXED), 0);
+  close(fd);
+  ASSERT_TRUE(unit_wait_ge(&lres.closed, 1, 5000));
+  stop();
+
+  /* A key that does not exist: the start fails and says why; nothing is left open. */
+  port = free_port();
+  ASSERT_EQ(start_listener(port, "", "/nonexistent/key.pem"), -EINVAL);
+  stop();
+}
+
 static void t_cleanup_files(void)
 {
   if (have_cert) {
@@ -614,6 +730,7 @@ static const unit_test tests[] = {UNIT_TEST(t_echo_1mib),
                                   UNIT_TEST(t_garbage_then_good),
                                   UNIT_TEST(t_wrong_hostname),
                                   UNIT_TEST(t_errors),
+                                  UNIT_TEST(t_listener_tls),
                                   UNIT_TEST(t_cleanup_files),
                                   {NULL, NULL}};
 UNIT_MAIN("tls", tests)

@@ -107,6 +107,10 @@ int main(int argc, char **argv)
   if (opts.config_file == NULL)
     opts.config_text = default_config;
 
+  /* Modules first: their configuration sections must be known when init reads the
+   * configuration (ec_config_section_register). */
+  if (register_modules() < 0)
+    return 1;
   rc = ec_framework_init(&opts);
   if (rc < 0) {
     fprintf(stderr, "ecshardd: the configuration was refused (%s); see the messages above\n",
@@ -117,10 +121,6 @@ int main(int argc, char **argv)
     rc = ec_config_print(stdout);
     ec_framework_join();
     return rc < 0 ? 1 : 0;
-  }
-  if (register_modules() < 0) {
-    ec_framework_join();
-    return 1;
   }
   rc = ec_framework_run();
   if (rc < 0) {
