@@ -51,7 +51,8 @@
 #define LINGER_MS    2000      /* how long a closing connection drains the client's bytes */
 #define MAX_PATH_LEN 4096
 #define ALOG_BUF     8192
-#define ROUNDS       8 /* buffered pipelined batches handled per dispatch */
+#define SWEEP_MS     500 /* how often a shard looks for connections past their deadline */
+#define ROUNDS       8   /* buffered pipelined batches handled per dispatch */
 
 /* ---- configuration ---------------------------------------------------------------------- */
 
@@ -74,6 +75,7 @@ static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 typedef struct http_shard {
   struct http_conn *conns; /* every open connection of this shard (for the sweep) */
   uint64_t now_ms;         /* from the callbacks' `now` */
+  uint64_t next_sweep_ms;
   time_t date_sec;
   char date[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
   size_t date_len;
@@ -1073,7 +1075,7 @@ static int keep_rest(http_conn *c, const char *buf, size_t len, size_t off)
     if ((c->in = malloc(cap)) == NULL)
       return -1;
     c->in_cap = (uint32_t)cap;
-    memcpy(c->in, buf, rest);
+    memcpy(c->in, buf + off, rest);
   }
   c->in_len = (uint32_t)rest;
   if (c->file_fd >= 0 || c->out != NULL)
@@ -1268,7 +1270,7 @@ static int http_cb(Event *e, int type, void *closure, struct timeval *now)
   return E_READ;
 }
 
-/* Once a second per shard: connections past their deadline get E_TIMEOUT; while the
+/* Twice a second per shard: connections past their deadline get E_TIMEOUT; while the
  * server stops, idle keep-alive connections are closed at once. */
 static int sweep(void *closure, struct timeval *now)
 {
@@ -1276,8 +1278,9 @@ static int sweep(void *closure, struct timeval *now)
   uint64_t ms = (uint64_t)now->tv_sec * 1000 + (uint64_t)now->tv_usec / 1000;
   int stopping;
 
-  if (now->tv_sec == sh->date_sec && ms < sh->now_ms + 1000 && !ec_framework_stopping())
+  if (ms < sh->next_sweep_ms && !ec_framework_stopping())
     return 0;
+  sh->next_sweep_ms = ms + SWEEP_MS;
   shard_clock(sh, now);
   stopping = ec_framework_stopping();
   for (http_conn *c = sh->conns; c != NULL; c = c->next) {
@@ -1387,14 +1390,48 @@ int http_stats_get(http_stats *out)
   return 0;
 }
 
+/* The `http` section (docs/http.md). Bounds are checked by the configuration loader. */
+static const ec_config_item http_items[] = {
+    {"docroot", EC_CONFIG_STRING, 0, 0, NULL},
+    {"fixed_path", EC_CONFIG_STRING, 0, 0, NULL},
+    {"fixed_body", EC_CONFIG_STRING, 0, 0, NULL},
+    {"fixed_type", EC_CONFIG_STRING, 0, 0, NULL},
+    {"max_request_line", EC_CONFIG_INT, 64, 1 << 20, NULL},
+    {"max_header_bytes", EC_CONFIG_INT, 256, 1 << 20, NULL},
+    {"max_headers", EC_CONFIG_INT, 1, HTTP_MAX_HEADERS, NULL},
+    {"max_body", EC_CONFIG_INT, 0, 1e15, NULL},
+    {"max_requests", EC_CONFIG_INT, 0, 1 << 30, NULL},
+    {"header_timeout", EC_CONFIG_FLOAT, 0.001, 86400, NULL},
+    {"body_timeout", EC_CONFIG_FLOAT, 0.001, 86400, NULL},
+    {"send_timeout", EC_CONFIG_FLOAT, 0.001, 86400, NULL},
+    {"keepalive_timeout", EC_CONFIG_FLOAT, 0.001, 86400, NULL},
+    {"access_log", EC_CONFIG_BOOL, 0, 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 int http_register(void)
 {
+  static char defaults[PATH_MAX + 512];
   ec_protocol p = {
       .name = "http",
       .session_start = http_start,
       .busy_reply = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: "
                     "close\r\n\r\n",
   };
+  char *root = default_docroot();
+  int rc;
 
+  /* The sample document root goes into the defaults, so that --print-config shows it. */
+  snprintf(defaults, sizeof(defaults),
+           "docroot = \"%s\"; fixed_path = \"/hello\"; fixed_body = \"hello\\n\"; "
+           "fixed_type = \"text/plain\"; max_request_line = 8192; max_header_bytes = 16384; "
+           "max_headers = 100; max_body = 1048576; max_requests = 10000; "
+           "header_timeout = 10.0; body_timeout = 30.0; send_timeout = 30.0; "
+           "keepalive_timeout = 75.0; access_log = false;",
+           root != NULL && strpbrk(root, "\"\\") == NULL ? root : "");
+  free(root);
+  rc = ec_config_section_register("http", http_items, defaults);
+  if (rc < 0)
+    return rc;
   return ec_protocol_register(&p);
 }

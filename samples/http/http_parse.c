@@ -283,7 +283,7 @@ static int te_scan(const http_header *h, int *state, int *chunked_seen, int *oth
 
   while (list_next(h->value, h->value_len, &pos, &s, &n)) {
     if (n == 0)
-      return -400; /* "chunked,": be strict where framing is concerned */
+      continue; /* empty list elements are ignored (RFC 9110 §5.6.1.2) */
     for (uint32_t i = 0; i < n; i++)
       if (!(cls[(unsigned char)s[i]] & C_TCHAR))
         return -400; /* transfer-coding parameters are not supported */
