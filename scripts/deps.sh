@@ -17,6 +17,8 @@ base=(
   libevent-dev libuv1-dev # perf/: the libevent and libuv peers of the benchmarks
   curl python3 procps iproute2
   haproxy # test/integration/haproxy.py: a real load balancer sending PROXY v2
+  libhttp-parser-dev # test_http_diff: the oracle of the http parser's differential test
+  slowhttptest # test/integration/http_slow.py: slow-client attacks on the http module
 )
 # gnuplot-nox rather than gnuplot: the latter pulls in Qt and X11.
 perf=(wrk nginx-light h2o swaks strace valgrind linux-perf gnuplot-nox postfix)

@@ -545,75 +545,6 @@ static int respond_fixed(http_shard *sh, http_conn *c, int head, int keep, int h
 
 /* ---- static files ------------------------------------------------------------------------ */
 
-static int hexd(int ch)
-{
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  ch |= 0x20;
-  return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/*
- * Decodes the path of an origin-form target and removes its dot segments (RFC 3986
- * §5.2.4) after decoding, so that %2e%2e is a dot segment too. Writes the path relative
- * to the document root (no leading '/') into out. 0, or -400 (bad escape, %00, a path
- * that climbs above the root), -414 (too long). *dir: the path ends with '/'.
- */
-static int normalize_path(const char *p, size_t n, char *out, size_t outsz, int *dir)
-{
-  size_t o = 0, seg = 0;
-  size_t stack[256];
-  int depth = 0;
-
-  *dir = 0;
-  if (n == 0 || p[0] != '/')
-    return -400;
-  for (size_t i = 0; i <= n; i++) {
-    int ch = i < n ? (unsigned char)p[i] : '/';
-
-    if (i < n && ch == '%') {
-      int h = i + 2 < n ? hexd(p[i + 1]) : -1, l = h >= 0 ? hexd(p[i + 2]) : -1;
-
-      if (h < 0 || l < 0 || (h == 0 && l == 0))
-        return -400;
-      ch = h * 16 + l;
-      i += 2;
-    }
-    if (ch == '/' && i > 0) {
-      /* a segment ended: out[seg .. o) */
-      size_t len = o - seg;
-
-      if (len == 0 || (len == 1 && out[seg] == '.')) {
-        o = seg;
-      } else if (len == 2 && out[seg] == '.' && out[seg + 1] == '.') {
-        if (depth == 0)
-          return -400; /* above the document root */
-        o = seg = stack[--depth];
-        continue;
-      } else {
-        if (depth == (int)(sizeof(stack) / sizeof(stack[0])))
-          return -414;
-        stack[depth++] = seg;
-        if (o + 1 >= outsz)
-          return -414;
-        out[o++] = '/';
-      }
-      seg = o;
-      continue;
-    }
-    if (ch == '/')
-      continue; /* the leading slash */
-    if (o + 1 >= outsz)
-      return -414;
-    out[o++] = (char)ch;
-  }
-  *dir = n > 0 && p[n - 1] == '/';
-  if (o > 0 && out[o - 1] == '/')
-    o--;
-  out[o] = '\0';
-  return 0;
-}
-
 /*
  * Opens path beneath the document root. openat2(RESOLVE_BENEATH) refuses any resolution
  * that leaves the root, symlinks included (Linux 5.6); where it does not exist, the
@@ -727,46 +658,6 @@ static int etag_matches(const http_header *h, const char *etag, size_t etag_len)
   return 0;
 }
 
-/* One byte range "bytes=a-b" / "a-" / "-n" of a file of `size` bytes. 1 satisfiable
- * ([*first, *last]), 0 not satisfiable (416), -1 ignore the header (syntax we do not
- * serve, several ranges: the whole file is sent, RFC 9110 §14.2). */
-static int parse_range(const http_header *h, uint64_t size, uint64_t *first, uint64_t *last)
-{
-  const char *p = h->value, *end = h->value + h->value_len;
-  uint64_t a = 0, b = 0;
-  int have_a = 0, have_b = 0;
-
-  if (h->value_len < 7 || !http_token_eq(p, 6, "bytes="))
-    return -1;
-  p += 6;
-  while (p < end && *p >= '0' && *p <= '9' && a < (UINT64_MAX / 10 - 10)) {
-    a = a * 10 + (uint64_t)(*p++ - '0');
-    have_a = 1;
-  }
-  if (p >= end || *p++ != '-')
-    return -1;
-  while (p < end && *p >= '0' && *p <= '9' && b < (UINT64_MAX / 10 - 10)) {
-    b = b * 10 + (uint64_t)(*p++ - '0');
-    have_b = 1;
-  }
-  if (p != end || (!have_a && !have_b))
-    return -1;
-  if (!have_a) { /* suffix: the last b bytes */
-    if (b == 0 || size == 0)
-      return 0;
-    *first = b >= size ? 0 : size - b;
-    *last = size - 1;
-    return 1;
-  }
-  if (have_b && b < a)
-    return -1;
-  if (a >= size)
-    return 0;
-  *first = a;
-  *last = have_b && b < size ? b : size - 1;
-  return 1;
-}
-
 /* Serves a GET or HEAD from the document root. Returns 0 (answer queued; maybe a file
  * left to send in c->file_fd) or -1 (could not queue: output pending, stop). */
 static int serve_file(http_shard *sh, http_conn *c, const http_request *r, const http_info *in,
@@ -778,7 +669,7 @@ static int serve_file(http_shard *sh, http_conn *c, const http_request *r, const
   int dir, rc, fd, status = 200, n;
   struct tm tm;
 
-  rc = normalize_path(upath, (size_t)(path_end - upath), path, sizeof(path) - 16, &dir);
+  rc = http_normalize_path(upath, (size_t)(path_end - upath), path, sizeof(path) - 16, &dir);
   if (rc < 0) {
     respond_error(sh, c, r, -rc, 0, NULL);
     return 0;
@@ -839,7 +730,7 @@ static int serve_file(http_shard *sh, http_conn *c, const http_request *r, const
              memcmp(in->if_range->value, etag, strlen(etag)) == 0) ||
             (in->if_range->value_len == strlen(lm) &&
              memcmp(in->if_range->value, lm, strlen(lm)) == 0);
-    rc = use ? parse_range(in->range, len, &first, &last) : -1;
+    rc = use ? http_parse_range(in->range->value, in->range->value_len, len, &first, &last) : -1;
     if (rc == 0) {
       char cr[64];
 

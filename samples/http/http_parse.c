@@ -23,7 +23,7 @@
 /* Character classes, one bit each. */
 #define C_TCHAR 0x01 /* token: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA */
 #define C_VCHAR 0x02 /* field-value bytes: VCHAR, obs-text, SP, HTAB */
-#define C_TARGT 0x04 /* request-target bytes: VCHAR and obs-text (no SP, no CTL) */
+#define C_TARGT 0x04 /* request-target bytes: VCHAR (RFC 3986 has no raw bytes >= 0x80) */
 #define C_HOST  0x08 /* Host bytes: unreserved, sub-delims, ':', '[', ']', '%' */
 
 static unsigned char cls[256];
@@ -44,7 +44,7 @@ static void cls_init_once(void)
       m |= C_HOST;
     if ((c > 0x20 && c != 0x7f) || c == ' ' || c == '\t')
       m |= C_VCHAR;
-    if (c > 0x20 && c != 0x7f)
+    if (c > 0x20 && c < 0x7f)
       m |= C_TARGT;
     cls[c] = m;
   }
@@ -232,6 +232,20 @@ int http_parse_request(const char *buf, size_t len, const http_limits *lim, http
 
 /* ---- framing --------------------------------------------------------------------------- */
 
+/*
+ * The framing fields take a narrower syntax than RFC 9110 allows in general: no HTAB as
+ * whitespace around the value (HTAB is OWS, but libhttp-parser and other front ends refuse
+ * it, and where two parsers disagree on framing a request can be smuggled). Looks at the
+ * bytes from the colon to the line end, which lie inside the parsed head.
+ */
+static int framing_ws_ok(const http_header *h)
+{
+  for (const char *p = h->name + h->name_len + 1; *p != '\r' && *p != '\n'; p++)
+    if (*p == '\t')
+      return 0;
+  return 1;
+}
+
 /* Content-Length: 1*DIGIT, nothing else (no sign, no list, no whitespace inside). */
 static int parse_length(const http_header *h, uint64_t max_body, uint64_t *out)
 {
@@ -281,9 +295,12 @@ static int te_scan(const http_header *h, int *state, int *chunked_seen, int *oth
   uint32_t pos = 0, n;
   const char *s;
 
+  *state = 2; /* a field without any coding (an empty value) frames nothing: refused */
+  if (!framing_ws_ok(h) || (h->value_len > 0 && h->value[h->value_len - 1] == ','))
+    return -400;
   while (list_next(h->value, h->value_len, &pos, &s, &n)) {
     if (n == 0)
-      continue; /* empty list elements are ignored (RFC 9110 §5.6.1.2) */
+      return -400; /* ", chunked": legal list syntax, but not in a framing field */
     for (uint32_t i = 0; i < n; i++)
       if (!(cls[(unsigned char)s[i]] & C_TCHAR))
         return -400; /* transfer-coding parameters are not supported */
@@ -317,6 +334,29 @@ static int host_ok(const http_header *h)
 {
   for (uint32_t i = 0; i < h->value_len; i++)
     if (!(cls[(unsigned char)h->value[i]] & C_HOST))
+      return 0;
+  return 1;
+}
+
+/* origin-form ("/..."), absolute-form of http and https with a well-formed authority, or
+ * asterisk-form ("*"). The authority-form of CONNECT is not served. */
+static int target_ok(const http_request *r)
+{
+  const char *t = r->target;
+  uint32_t i = 0, n = r->target_len;
+
+  if (t[0] == '/' || (n == 1 && t[0] == '*'))
+    return 1;
+  if (n > 7 && http_token_eq(t, 7, "http://"))
+    i = 7;
+  else if (n > 8 && http_token_eq(t, 8, "https://"))
+    i = 8;
+  else
+    return 0; /* other schemes are not ours to serve */
+  if (i == n || t[i] == '/' || t[i] == '?')
+    return 0; /* no authority */
+  for (; i < n && t[i] != '/' && t[i] != '?'; i++)
+    if (!(cls[(unsigned char)t[i]] & C_HOST))
       return 0;
   return 1;
 }
@@ -363,7 +403,7 @@ int http_request_info(const http_request *r, uint64_t max_body, http_info *info)
       break;
     case 14:
       if (http_token_eq(h->name, 14, "content-length")) {
-        if (cl != NULL)
+        if (cl != NULL || !framing_ws_ok(h))
           return -400; /* repeated, even with the same value: one framing only */
         cl = h;
       }
@@ -390,6 +430,8 @@ int http_request_info(const http_request *r, uint64_t max_body, http_info *info)
       return rc;
     info->body = info->content_length > 0 ? HTTP_BODY_LENGTH : HTTP_BODY_NONE;
   }
+  if (!target_ok(r))
+    return -400;
   if (r->minor_version == 1 && (hosts != 1 || !host_ok(info->host)))
     return -400; /* RFC 9112 §3.2: exactly one valid Host in HTTP/1.1 */
   if (r->minor_version == 0 && (hosts > 1 || (hosts == 1 && !host_ok(info->host))))
@@ -402,19 +444,23 @@ int http_request_info(const http_request *r, uint64_t max_body, http_info *info)
 
 enum {
   CK_SIZE0,    /* first hex digit of a chunk size */
-  CK_SIZE,     /* more hex digits, BWS, ';', CR or LF */
-  CK_BWS,      /* whitespace after the size: ';' or the line end */
-  CK_EXT,      /* chunk extensions, until the line end */
+  CK_SIZE,     /* more hex digits, BWS, ';' or CR */
+  CK_BWS,      /* whitespace after the size: more, or ';' */
+  CK_EXT,      /* chunk extensions, until CR */
   CK_SIZE_LF,  /* LF after the size line's CR */
   CK_DATA,     /* chunk data */
-  CK_DATA_CR,  /* CR (or LF) after the data */
+  CK_DATA_CR,  /* CR after the data */
   CK_DATA_LF,  /* LF after that CR */
-  CK_TRAILER0, /* start of a trailer line, or the final empty line */
-  CK_TRAILER,  /* inside a trailer field line */
+  CK_TRAILER0, /* start of a trailer field line, or the final CR */
+  CK_TNAME,    /* trailer field name, until ':' */
+  CK_TRAILER,  /* trailer field value, until CR */
   CK_TRAIL_LF, /* LF after a trailer line's CR */
   CK_END_LF,   /* LF of the final empty line */
 };
 
+/* Unlike the head, where a bare LF ends a line (RFC 9112 §2.2), the chunked framing takes
+ * CRLF only: lenience there is where front and back ends have been made to disagree about
+ * where a chunk ends (request smuggling through chunk-size lines). */
 #define CK_MAX_LINE 4096 /* chunk-size line with extensions, and the whole trailer section */
 
 static int hexval(unsigned char c)
@@ -455,34 +501,28 @@ int http_chunked_consume(http_chunked *c, const char *buf, size_t len, uint64_t 
         i++;
         break;
       }
-      c->state = CK_BWS;
-      /* fall through */
-    case CK_BWS:
-      if (ch == ' ' || ch == '\t') {
-        i++;
-      } else if (ch == ';') {
+      if (ch == ' ')
+        c->state = CK_BWS;
+      else if (ch == ';')
         c->state = CK_EXT;
-        i++;
-      } else if (ch == '\r') {
+      else if (ch == '\r')
         c->state = CK_SIZE_LF;
-        i++;
-      } else if (ch == '\n') {
-        c->state = c->left ? CK_DATA : CK_TRAILER0;
-        c->line = 0;
-        i++;
-      } else {
+      else
         goto bad;
-      }
+      i++;
+      break;
+    case CK_BWS: /* BWS is allowed before a chunk extension only */
+      if (ch == ';')
+        c->state = CK_EXT;
+      else if (ch != ' ')
+        goto bad; /* HTAB too: see framing_ws_ok */
+      i++;
       break;
     case CK_EXT:
-      if (ch == '\r') {
+      if (ch == '\r')
         c->state = CK_SIZE_LF;
-      } else if (ch == '\n') {
-        c->state = c->left ? CK_DATA : CK_TRAILER0;
-        c->line = 0;
-      } else if (!(cls[ch] & C_VCHAR)) {
+      else if (!(cls[ch] & C_VCHAR))
         goto bad;
-      }
       if (++c->line > CK_MAX_LINE)
         goto bad;
       i++;
@@ -509,12 +549,9 @@ int http_chunked_consume(http_chunked *c, const char *buf, size_t len, uint64_t 
       break;
     }
     case CK_DATA_CR:
-      if (ch == '\r')
-        c->state = CK_DATA_LF;
-      else if (ch == '\n')
-        c->state = CK_SIZE0;
-      else
+      if (ch != '\r')
         goto bad;
+      c->state = CK_DATA_LF;
       i++;
       break;
     case CK_DATA_LF:
@@ -524,26 +561,29 @@ int http_chunked_consume(http_chunked *c, const char *buf, size_t len, uint64_t 
       i++;
       break;
     case CK_TRAILER0:
-      i++;
-      if (ch == '\r') {
+      if (ch == '\r')
         c->state = CK_END_LF;
-      } else if (ch == '\n') {
-        *used = i;
-        return 1;
-      } else if (cls[ch] & C_TCHAR) {
-        c->state = CK_TRAILER; /* trailer fields are read and dropped */
-      } else {
-        goto bad; /* obs-fold or garbage */
-      }
+      else if (cls[ch] & C_TCHAR)
+        c->state = CK_TNAME; /* trailer fields are checked and dropped */
+      else
+        goto bad; /* obs-fold, a bare LF or garbage */
       if (++c->line > CK_MAX_LINE)
         goto bad;
+      i++;
+      break;
+    case CK_TNAME:
+      if (ch == ':')
+        c->state = CK_TRAILER;
+      else if (!(cls[ch] & C_TCHAR))
+        goto bad;
+      if (++c->line > CK_MAX_LINE)
+        goto bad;
+      i++;
       break;
     case CK_TRAILER:
       if (ch == '\r')
         c->state = CK_TRAIL_LF;
-      else if (ch == '\n')
-        c->state = CK_TRAILER0;
-      else if (!(cls[ch] & C_VCHAR) && ch != ':')
+      else if (!(cls[ch] & C_VCHAR))
         goto bad;
       if (++c->line > CK_MAX_LINE)
         goto bad;
@@ -569,4 +609,115 @@ int http_chunked_consume(http_chunked *c, const char *buf, size_t len, uint64_t 
 bad:
   *used = i;
   return -400;
+}
+
+/* ---- paths and ranges ------------------------------------------------------------------ */
+
+static int hexd(int ch)
+{
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  ch |= 0x20;
+  return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/*
+ * Decodes the path of an origin-form target and removes its dot segments (RFC 3986
+ * §5.2.4) after decoding, so that %2e%2e is a dot segment too. Writes the path relative
+ * to the document root (no leading '/') into out. 0, or -400 (bad escape, %00, a path
+ * that climbs above the root), -414 (too long). *dir: the path ends with '/'.
+ */
+int http_normalize_path(const char *p, size_t n, char *out, size_t outsz, int *dir)
+{
+  size_t o = 0, seg = 0;
+  size_t stack[256];
+  int depth = 0;
+
+  *dir = 0;
+  if (n == 0 || p[0] != '/')
+    return -400;
+  for (size_t i = 0; i <= n; i++) {
+    int ch = i < n ? (unsigned char)p[i] : '/';
+
+    if (i < n && ch == '%') {
+      int h = i + 2 < n ? hexd(p[i + 1]) : -1, l = h >= 0 ? hexd(p[i + 2]) : -1;
+
+      if (h < 0 || l < 0 || (h == 0 && l == 0))
+        return -400;
+      ch = h * 16 + l;
+      i += 2;
+    }
+    if (ch == '/' && i > 0) {
+      /* a segment ended: out[seg .. o) */
+      size_t len = o - seg;
+
+      if (len == 0 || (len == 1 && out[seg] == '.')) {
+        o = seg;
+      } else if (len == 2 && out[seg] == '.' && out[seg + 1] == '.') {
+        if (depth == 0)
+          return -400; /* above the document root */
+        o = seg = stack[--depth];
+        continue;
+      } else {
+        if (depth == (int)(sizeof(stack) / sizeof(stack[0])))
+          return -414;
+        stack[depth++] = seg;
+        if (o + 1 >= outsz)
+          return -414;
+        out[o++] = '/';
+      }
+      seg = o;
+      continue;
+    }
+    if (ch == '/')
+      continue; /* the leading slash */
+    if (o + 1 >= outsz)
+      return -414;
+    out[o++] = (char)ch;
+  }
+  *dir = n > 0 && p[n - 1] == '/';
+  if (o > 0 && out[o - 1] == '/')
+    o--;
+  out[o] = '\0';
+  return 0;
+}
+
+/* One byte range "bytes=a-b" / "a-" / "-n" of a file of `size` bytes. 1 satisfiable
+ * ([*first, *last]), 0 not satisfiable (416), -1 ignore the header (syntax we do not
+ * serve, several ranges: the whole file is sent, RFC 9110 §14.2). */
+int http_parse_range(const char *v, size_t n, uint64_t size, uint64_t *first, uint64_t *last)
+{
+  const char *p = v, *end = v + n;
+  uint64_t a = 0, b = 0;
+  int have_a = 0, have_b = 0;
+
+  if (n < 7 || !http_token_eq(p, 6, "bytes="))
+    return -1;
+  p += 6;
+  while (p < end && *p >= '0' && *p <= '9' && a < (UINT64_MAX / 10 - 10)) {
+    a = a * 10 + (uint64_t)(*p++ - '0');
+    have_a = 1;
+  }
+  if (p >= end || *p++ != '-')
+    return -1;
+  while (p < end && *p >= '0' && *p <= '9' && b < (UINT64_MAX / 10 - 10)) {
+    b = b * 10 + (uint64_t)(*p++ - '0');
+    have_b = 1;
+  }
+  if (p != end || (!have_a && !have_b))
+    return -1;
+  if (!have_a) { /* suffix: the last b bytes */
+    if (b == 0 || size == 0)
+      return 0;
+    *first = b >= size ? 0 : size - b;
+    *last = size - 1;
+    return 1;
+  }
+  if (have_b && b < a)
+    return -1;
+  if (a >= size)
+    return 0;
+  *first = a;
+  *last = have_b && b < size ? b : size - 1;
+  return 1;
 }

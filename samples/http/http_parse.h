@@ -86,6 +86,23 @@ typedef struct http_chunked {
 int http_chunked_consume(http_chunked *c, const char *buf, size_t len, uint64_t max_body,
                          size_t *used);
 
+/*
+ * Decodes the path of an origin-form target (p[0 .. n), starting with '/', without the
+ * query) and removes its dot segments (RFC 3986 §5.2.4) after decoding, so that %2e%2e is
+ * one too. Writes the path relative to the document root (no leading '/', no "." or ".."
+ * segments, no empty segments) NUL-terminated into out. 0, or -400 (bad escape, %00, a
+ * path that climbs above the root), -414 (longer than outsz). *dir: it ended with '/'.
+ */
+int http_normalize_path(const char *p, size_t n, char *out, size_t outsz, int *dir);
+
+/*
+ * A Range header value against a representation of `size` bytes: one range of
+ * "bytes=a-b", "bytes=a-" or "bytes=-n". 1 satisfiable (*first .. *last, inclusive), 0 not
+ * satisfiable (416), -1 ignore the header (several ranges, other units, bad syntax: the
+ * whole representation is sent, RFC 9110 §14.2).
+ */
+int http_parse_range(const char *v, size_t n, uint64_t size, uint64_t *first, uint64_t *last);
+
 /* Case-insensitive comparison of a length-delimited string with a lower-case literal. */
 int http_token_eq(const char *s, size_t len, const char *lower);
 
