@@ -124,7 +124,7 @@ static counter retired[MEMTYPE_MAX];
 static int64_t peak_objects[MEMTYPE_MAX];
 static int64_t peak_bytes[MEMTYPE_MAX];
 
-static _Thread_local thread_counters *my_counters;
+static EC__TLS_HOT thread_counters *my_counters;
 static pthread_key_t counters_key;
 static pthread_once_t counters_once = PTHREAD_ONCE_INIT;
 static bool counters_key_ok; /* written once under counters_once */
@@ -257,6 +257,15 @@ static void count(int id, int allocs, int frees, int64_t bytes)
   if (frees)
     bump_u(&tc->c[id].frees, (uint64_t)frees);
   bump_i(&tc->c[id].bytes, bytes);
+}
+
+void fw__alloc_recount(int id, int delta)
+{
+  const memtype *mt = type_get(id);
+
+  if (mt == NULL || delta == 0)
+    return;
+  count(id, delta > 0 ? delta : 0, delta < 0 ? -delta : 0, (int64_t)delta * (int64_t)mt->def.size);
 }
 
 void fw__alloc_thread_exit(void)
