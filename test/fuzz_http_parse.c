@@ -73,6 +73,8 @@ static void check_path(const char *p, size_t n)
   }
 }
 
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
   static http_request r;

@@ -59,7 +59,8 @@
 static struct http_config {
   http_limits lim;
   uint64_t max_body;
-  uint32_t max_requests; /* per connection; 0: no limit */
+  uint32_t max_requests;  /* per connection; 0: no limit */
+  uint32_t body_min_rate; /* bytes/s a body must keep up */
   int header_ms, body_ms, send_ms, keepalive_ms;
   int access_log;
   int root_fd; /* the document root (O_PATH), -1 if it could not be opened */
@@ -192,6 +193,7 @@ static void cfg_load(void)
   cfg.lim.max_headers = (uint32_t)cfg_int("http.max_headers", 100, 1, HTTP_MAX_HEADERS);
   cfg.max_body = (uint64_t)cfg_int("http.max_body", 1 << 20, 0, 1LL << 50);
   cfg.max_requests = (uint32_t)cfg_int("http.max_requests", 10000, 0, 1 << 30);
+  cfg.body_min_rate = (uint32_t)cfg_int("http.body_min_rate", 1024, 1, 1 << 30);
   cfg.header_ms = cfg_ms("http.header_timeout", 10.0);
   cfg.body_ms = cfg_ms("http.body_timeout", 30.0);
   cfg.send_ms = cfg_ms("http.send_timeout", 30.0);
@@ -921,6 +923,9 @@ static size_t process(http_shard *sh, http_conn *c, const char *buf, size_t len)
 
       rc = consume_body(c, buf + off, len - off, &used);
       off += used;
+      /* Progress buys time at body_min_rate: a body trickled slower than that times out
+       * (R-U-Dead-Yet), however often its bytes come. set_deadline caps the credit. */
+      c->deadline_ms += (uint64_t)used * 1000 / cfg.body_min_rate;
       if (rc < 0) {
         c->body = HTTP_BODY_NONE;
         c->flags &= (uint8_t) ~(CF_DEFERRED | CF_DEF_KEEP | CF_DEF_HEAD | CF_DEF_HTTP0);
@@ -1026,8 +1031,11 @@ static int linger(http_shard *sh, http_conn *c)
 static void set_deadline(http_shard *sh, http_conn *c)
 {
   if (c->body != HTTP_BODY_NONE) {
+    uint64_t cap = sh->now_ms + (uint64_t)cfg.body_ms;
+
+    if (c->phase != PH_BODY || c->deadline_ms > cap)
+      c->deadline_ms = cap;
     c->phase = PH_BODY;
-    c->deadline_ms = sh->now_ms + (uint64_t)cfg.body_ms; /* between two reads, as nginx */
   } else if (c->in_len > 0) {
     if (c->phase != PH_HEAD) { /* from the first byte of the head: trickling does not help */
       c->phase = PH_HEAD;
@@ -1292,6 +1300,7 @@ static const ec_config_item http_items[] = {
     {"max_headers", EC_CONFIG_INT, 1, HTTP_MAX_HEADERS, NULL},
     {"max_body", EC_CONFIG_INT, 0, 1e15, NULL},
     {"max_requests", EC_CONFIG_INT, 0, 1 << 30, NULL},
+    {"body_min_rate", EC_CONFIG_INT, 1, 1 << 30, NULL},
     {"header_timeout", EC_CONFIG_FLOAT, 0.001, 86400, NULL},
     {"body_timeout", EC_CONFIG_FLOAT, 0.001, 86400, NULL},
     {"send_timeout", EC_CONFIG_FLOAT, 0.001, 86400, NULL},
@@ -1316,7 +1325,7 @@ int http_register(void)
   snprintf(defaults, sizeof(defaults),
            "docroot = \"%s\"; fixed_path = \"/hello\"; fixed_body = \"hello\\n\"; "
            "fixed_type = \"text/plain\"; max_request_line = 8192; max_header_bytes = 16384; "
-           "max_headers = 100; max_body = 1048576; max_requests = 10000; "
+           "max_headers = 100; max_body = 1048576; body_min_rate = 1024; max_requests = 10000; "
            "header_timeout = 10.0; body_timeout = 30.0; send_timeout = 30.0; "
            "keepalive_timeout = 75.0; access_log = false;",
            root != NULL && strpbrk(root, "\"\\") == NULL ? root : "");
