@@ -263,6 +263,7 @@ static void t_normalize(void)
     }
   }
   ASSERT_EQ(http_normalize_path("/aaaaaaaaaa", 11, out, 8, &(int){0}), -414);
+  ASSERT_EQ(http_normalize_path("/a\0b", 4, out, sizeof(out), &(int){0}), -400); /* fuzz */
 }
 
 static void t_range(void)

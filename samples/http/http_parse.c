@@ -639,6 +639,8 @@ int http_normalize_path(const char *p, size_t n, char *out, size_t outsz, int *d
   for (size_t i = 0; i <= n; i++) {
     int ch = i < n ? (unsigned char)p[i] : '/';
 
+    if (ch == '\0')
+      return -400; /* a NUL would cut the path short at open(2) */
     if (i < n && ch == '%') {
       int h = i + 2 < n ? hexd(p[i + 1]) : -1, l = h >= 0 ? hexd(p[i + 2]) : -1;
 
