@@ -7,6 +7,7 @@ Usage: http.py PATH/TO/ecshardd"""
 import hashlib
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -344,6 +345,40 @@ def test_limits_and_timeouts(srv):
     s.close()
 
 
+def test_tls(binary, top, root):
+    """Implicit TLS on the listener: files go through the TLS opset (no sendfile)."""
+    if shutil.which("openssl") is None:
+        print("note: openssl not installed; TLS not tested")
+        return
+    cert, key = os.path.join(top, "c.pem"), os.path.join(top, "k.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    srv = Server(binary, ['listener.http.tls.certificate="%s"' % cert, 'listener.http.tls.key="%s"' % key],
+                 shards=2, docroot=root)
+    try:
+        url = "https://127.0.0.1:%d" % srv.port
+        check(curl("-k", url + "/hello") == b"hello\n", "TLS GET /hello")
+        check(curl("-k", "-r", "1-3", url + "/hello.txt") == b"ell", "TLS range")
+        big = open(os.path.join(root, "big.bin"), "rb").read()
+        check(hashlib.sha256(curl("-k", url + "/big.bin")).digest() == hashlib.sha256(big).digest(),
+              "TLS: 3 MiB file through the TLS opset")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(srv.connect(), server_hostname="localhost")
+        s.sendall(req("/hello") + req("/big.bin") + req("/hello.txt"))
+        rd = Reader(s)
+        a, b, c = rd.response(), rd.response(), rd.response()
+        check(a.body == b"hello\n" and b.body == big and c.body == b"hello\n", "TLS pipelining behind a file")
+        s.sendall(req("/hello", extra="Content-Length: 1\r\nContent-Length: 1\r\n") + b"x")
+        r = rd.response()
+        check(r.status == 400 and r.closes() and rd.eof(), "TLS: refused request closes")
+        s.close()
+    finally:
+        srv.stop()
+    print("ok test_tls", flush=True)
+
+
 def main():
     if len(sys.argv) != 2:
         fail("usage: http.py ECSHARDD")
@@ -363,6 +398,9 @@ def main():
         check(curl(srv.url("/hello")) == b"hello\n", "still serving at the end")
     finally:
         log = srv.stop()
+    try:
+        test_tls(sys.argv[1], top, root)
+    finally:
         shutil.rmtree(top)
     check("access 127.0.0.1 \"GET /hello HTTP/1.1\" 200 6" in log, "access log lines reach the log")
     print("PASS: %d checks" % CHECKS)
