@@ -25,7 +25,8 @@ END {
     print "config ecshard nginx h2o"
     for (i = 1; i <= nk; i++) {
       k = order[i]; gsub(" ", "-", k)
-      printf "%s %s %s %s\n", k, rps[order[i], "ecshard"] + 0, rps[order[i], "nginx"] + 0, rps[order[i], "h2o"] + 0
+      printf("%s %s %s %s\n", k, rps[order[i], "ecshard"] + 0, rps[order[i], "nginx"] + 0,
+        rps[order[i], "h2o"] + 0)
     }
     exit
   }
@@ -34,8 +35,9 @@ END {
   for (i = 1; i <= nk; i++) {
     k = order[i]
     e = rps[k, "ecshard"]; n = rps[k, "nginx"]; h = rps[k, "h2o"]
-    printf "| %s | %.0f | %.0f | %.0f | %s | %s | %s / %s / %s |\n", k, e, n, h,
-      n > 0 ? sprintf("%.2fx", e / n) : "-", h > 0 ? sprintf("%.2fx", e / h) : "-",
-      p99[k, "ecshard"], p99[k, "nginx"], p99[k, "h2o"]
+    vn = (n > 0) ? sprintf("%.2fx", e / n) : "-"
+    vh = (h > 0) ? sprintf("%.2fx", e / h) : "-"
+    printf("| %s | %.0f | %.0f | %.0f | %s | %s | %s / %s / %s |\n", k, e, n, h, vn, vh,
+      p99[k, "ecshard"], p99[k, "nginx"], p99[k, "h2o"])
   }
 }
