@@ -72,7 +72,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # The ecshardd command line: only the http listener, on $2, with $1 shards.
 ecshardd_cmd() {
   local cmd=("$ECSHARDD" --shards "$1" --set "listener.http.listen=\"127.0.0.1:$2\"") l
-  for l in $("$ECSHARDD" --print-config 2>/dev/null | sed -n 's/^  \([a-z_0-9]*\) = {$/\1/p'); do
+  for l in $("$ECSHARDD" --print-config 2>/dev/null | sed -n '/^listener = {/,/^};/s/^  \([A-Za-z_0-9-]*\) = {$/\1/p'); do
     [[ "$l" == http ]] || cmd+=(--set "listener.$l.enabled=false")
   done
   echo "${cmd[@]}"

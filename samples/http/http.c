@@ -520,10 +520,11 @@ static void respond_error(http_shard *sh, http_conn *c, const http_request *r, i
   put_end(sh, keep, r && r->minor_version == 0);
   out_put(sh, body, (size_t)bn);
   count(sh, status);
-  if (!keep) {
+  if (!keep)
     c->flags |= CF_CLOSE;
-    count_inc(&sh->st_bad);
-  }
+  if (status == 400 || status == 413 || status == 414 || status == 417 || status == 431 ||
+      status == 501 || status == 505)
+    count_inc(&sh->st_bad); /* refused heads and bodies (408 counts as a timeout) */
   if (cfg.access_log)
     alog(sh, c, r, status, (uint64_t)bn);
 }
