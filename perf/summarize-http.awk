@@ -22,7 +22,7 @@ $1 == "http-bench" {
 }
 END {
   if (mode == "data") {
-    print "config ecshard nginx h2o"
+    print "# config ecshard nginx h2o"
     for (i = 1; i <= nk; i++) {
       k = order[i]; gsub(" ", "-", k)
       printf("%s %s %s %s\n", k, rps[order[i], "ecshard"] + 0, rps[order[i], "nginx"] + 0,

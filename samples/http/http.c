@@ -66,7 +66,7 @@ static struct http_config {
   int root_fd; /* the document root (O_PATH), -1 if it could not be opened */
   char *docroot;
   char *fixed_path, *fixed_body, *fixed_type;
-  size_t fixed_path_len, fixed_body_len;
+  size_t fixed_path_len, fixed_body_len, fixed_type_len, fixed_len_text_len;
   char fixed_len_text[24];
 } cfg = {.root_fd = -1};
 
@@ -201,15 +201,22 @@ static void cfg_load(void)
   cfg.access_log = ec_config_get_bool("http.access_log", 0);
   cfg.fixed_path = cfg_str("http.fixed_path", "/hello");
   cfg.fixed_body = cfg_str("http.fixed_body", "hello\n");
+  cfg.fixed_type = cfg_str("http.fixed_type", "text/plain");
+  if (strlen(cfg.fixed_type) > 256 || strpbrk(cfg.fixed_type, "\r\n") != NULL) {
+    cfg_fail("http.fixed_type (a header value of at most 256 bytes)", cfg.fixed_type);
+    free(cfg.fixed_type);
+    cfg.fixed_type = strdup("text/plain");
+  }
   if (strlen(cfg.fixed_body) > OUT_SCRATCH / 2) {
     cfg_fail("http.fixed_body (longer than 32 KiB)", "...");
     free(cfg.fixed_body);
     cfg.fixed_body = strdup("hello\n");
   }
-  cfg.fixed_type = cfg_str("http.fixed_type", "text/plain");
   cfg.fixed_path_len = strlen(cfg.fixed_path);
   cfg.fixed_body_len = strlen(cfg.fixed_body);
-  snprintf(cfg.fixed_len_text, sizeof(cfg.fixed_len_text), "%zu", cfg.fixed_body_len);
+  cfg.fixed_type_len = strlen(cfg.fixed_type);
+  cfg.fixed_len_text_len =
+      (size_t)snprintf(cfg.fixed_len_text, sizeof(cfg.fixed_len_text), "%zu", cfg.fixed_body_len);
   root = ec_config_get_string("http.docroot", "");
   cfg.docroot = root != NULL && root[0] != '\0' ? strdup(root) : default_docroot();
   if (cfg.docroot != NULL)
@@ -531,13 +538,13 @@ static void respond_error(http_shard *sh, http_conn *c, const http_request *r, i
 
 static int respond_fixed(http_shard *sh, http_conn *c, int head, int keep, int http10)
 {
-  if (out_room(sh, c, 256 + cfg.fixed_body_len) < 0)
+  if (out_room(sh, c, 256 + cfg.fixed_type_len + cfg.fixed_body_len) < 0)
     return -1;
   put_status(sh, 200);
   OUT_LIT(sh, "Content-Type: ");
-  out_put(sh, cfg.fixed_type, strlen(cfg.fixed_type));
+  out_put(sh, cfg.fixed_type, cfg.fixed_type_len);
   OUT_LIT(sh, "\r\nContent-Length: ");
-  out_put(sh, cfg.fixed_len_text, strlen(cfg.fixed_len_text));
+  out_put(sh, cfg.fixed_len_text, cfg.fixed_len_text_len);
   OUT_LIT(sh, "\r\n");
   put_end(sh, keep, http10);
   if (!head)
