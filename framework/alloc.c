@@ -391,12 +391,36 @@ static void *bad_type(const char *fn, int id)
 
 /* ---- allocation ---------------------------------------------------------------------- */
 
+/* ---- fault injection ------------------------------------------------------------------ */
+
+static int fail_every;     /* 0: off (relaxed: a test turns it on and off between phases) */
+static unsigned fail_tick; /* allocations seen while on (atomic) */
+
+void fw__alloc_fail_every(int every)
+{
+  __atomic_store_n(&fail_tick, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&fail_every, every > 0 ? every : 0, __ATOMIC_RELAXED);
+}
+
+static int injected_failure(void)
+{
+  int every = __atomic_load_n(&fail_every, __ATOMIC_RELAXED);
+
+  if (__builtin_expect(every == 0, 1))
+    return 0;
+  return __atomic_add_fetch(&fail_tick, 1, __ATOMIC_RELAXED) % (unsigned)every == 0;
+}
+
 static void *alloc_typed(const memtype *mt, int id, size_t size)
 {
   alloc_hdr *h;
   char *base;
   void *p;
 
+  if (injected_failure()) {
+    errno = ENOMEM;
+    return NULL;
+  }
   if (id == MEMTYPE_IS_MALLOC_3C) {
     p = malloc(size ? size : 1);
     if (p == NULL) {
@@ -482,6 +506,10 @@ void *ec_realloc(int object_type, void *old, size_t size)
   }
   if (old == NULL)
     return alloc_typed(mt, object_type, size);
+  if (injected_failure()) {
+    errno = ENOMEM;
+    return NULL;
+  }
   if (object_type == MEMTYPE_IS_MALLOC_3C)
     return realloc_3c(old, size);
 

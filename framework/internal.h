@@ -68,6 +68,13 @@ void fw__alloc_thread_exit(void);
  */
 #define EC__TLS_HOT __thread __attribute__((tls_model("initial-exec")))
 
+/*
+ * Fault injection for tests (test/test_fault.c): from now on every `every`-th allocation
+ * through ec_malloc / ec_malloc_size / ec_realloc fails with ENOMEM (0 turns it off). Any
+ * thread. Costs one relaxed load per allocation while off.
+ */
+void fw__alloc_fail_every(int every);
+
 /* For caches of fixed-size blocks kept outside the allocator (shard/event.c): counts
  * `delta` blocks of memtype `id` as allocated (> 0) or freed (< 0) without touching them. */
 void fw__alloc_recount(int id, int delta);
