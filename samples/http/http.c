@@ -688,8 +688,11 @@ static int serve_file(http_shard *sh, http_conn *c, const http_request *r, const
     respond_error(sh, c, r, 404, keep, NULL);
     return 0;
   }
-  if (dir || path[0] == '\0')
-    strcat(path, path[0] ? "/index.html" : "index.html");
+  if (dir || path[0] == '\0') {
+    size_t pl = strlen(path); /* normalize left 16 bytes free for this */
+
+    snprintf(path + pl, sizeof(path) - pl, "%s", pl ? "/index.html" : "index.html");
+  }
   fd = open_beneath(path);
   if (fd < 0) {
     int e = errno;
