@@ -15,13 +15,16 @@ class Server:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="it_http_", suffix=".log", delete=False)
         args = [binary, "--shards", str(shards),
-                "--set", 'listener.http.listen="127.0.0.1:%d"' % self.port,
-                "--set", "listener.echo.enabled=false",
-                "--set", "listener.urlfetch.enabled=false"]
+                "--set", 'listener.http.listen="127.0.0.1:%d"' % self.port]
+        # Every other listener of the embedded default (echo, urlfetch, admin, console, ...)
+        # is switched off: fixed ports and socket paths would collide between tests.
         cfg = subprocess.run([binary, "--print-config"], capture_output=True, text=True).stdout
-        for name in ("https", "smtp", "admin"):
-            if ("\n  %s = {" % name) in cfg:  # listeners other branches add
-                args += ["--set", "listener.%s.enabled=false" % name]
+        section = cfg.split("\nlistener = {\n", 1)[1].split("\n};", 1)[0] if "\nlistener = {\n" in cfg else ""
+        for line in section.splitlines():
+            if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith("= {"):
+                name = line.strip().split(" ", 1)[0]
+                if name != "http":
+                    args += ["--set", "listener.%s.enabled=false" % name]
         if docroot is not None:
             args += ["--set", 'http.docroot="%s"' % docroot]
         for s in sets:
