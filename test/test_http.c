@@ -6,6 +6,7 @@
  */
 #include "unit.h"
 
+#include "ec_stats.h"
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -117,6 +118,16 @@ static void t_counters(void)
   ASSERT_EQ(http_shard_stats_get(1, &s1), 0);
   ASSERT_UEQ(s0.requests + s1.requests, st.requests);
   ASSERT_EQ(http_shard_stats_get(2, &s1), -EINVAL);
+  {
+    char *text = NULL;
+
+    /* the same counters reach the framework's metrics (GET /metrics of the admin listener) */
+    ASSERT_GT(ec_stats_render(EC_STATS_PROMETHEUS, &text), 0);
+    ASSERT_TRUE(strstr(text, "ecshard_http_responses_total{class=\"2xx\"} 2") != NULL);
+    ASSERT_TRUE(strstr(text, "ecshard_http_responses_total{class=\"4xx\"} 2") != NULL);
+    ASSERT_TRUE(strstr(text, "ecshard_http_refused_total 1") != NULL);
+    ec_free(MEMTYPE_GENERIC, text);
+  }
 
   ec_framework_stop();
   ASSERT_EQ(ec_framework_join(), 0);

@@ -31,6 +31,7 @@
 #include "ec_framework.h"
 #include "ec_log.h"
 #include "ec_ssl.h"
+#include "ec_stats.h"
 #include "event.h"
 #include "scheduler.h"
 #include "sp_async.h"
@@ -1302,6 +1303,31 @@ int http_stats_get(http_stats *out)
   return 0;
 }
 
+/* The framework's metrics source "http": the counters above, summed over the shards, in
+ * every render of GET /metrics, /stats and the console (ec_stats.h). */
+static void stats_source(ec_stats_writer *w, void *arg)
+{
+  static const char *const classes[6] = {NULL, "1xx", "2xx", "3xx", "4xx", "5xx"};
+  http_stats st;
+
+  (void)arg;
+  http_stats_get(&st); /* zeros before the first connection */
+  for (int i = 1; i < 6; i++) {
+    const char *labels[] = {"class", classes[i], NULL};
+
+    ec_stats_emit_u64(w, "ecshard_http_responses_total", EC_STATS_COUNTER,
+                      "HTTP responses sent by the http module, by status class", labels,
+                      st.status[i]);
+  }
+  ec_stats_emit_u64(w, "ecshard_http_refused_total", EC_STATS_COUNTER,
+                    "Requests refused as malformed or over a limit (the connection closed)", NULL,
+                    st.bad_requests);
+  ec_stats_emit_u64(w, "ecshard_http_timeouts_total", EC_STATS_COUNTER,
+                    "Header, body and send timeouts", NULL, st.timeouts);
+  ec_stats_emit_u64(w, "ecshard_http_file_responses_total", EC_STATS_COUNTER,
+                    "Static file responses (200 and 206)", NULL, st.files);
+}
+
 /* The `http` section (docs/http.md). Bounds are checked by the configuration loader. */
 static const ec_config_item http_items[] = {
     {"docroot", EC_CONFIG_STRING, 0, 0, NULL},
@@ -1345,6 +1371,9 @@ int http_register(void)
   free(root);
   rc = ec_config_section_register("http", http_items, defaults);
   if (rc < 0)
+    return rc;
+  rc = ec_stats_register_source("http", stats_source, NULL);
+  if (rc < 0 && rc != -EEXIST)
     return rc;
   return ec_protocol_register(&p);
 }

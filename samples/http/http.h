@@ -9,7 +9,9 @@
 
 #include <stdint.h>
 
-/* Registers protocol "http" (ec_protocol_register). 0 or a negative errno. */
+/* Registers protocol "http" (ec_protocol_register), its configuration section "http"
+ * (ec_config_section_register) and its metrics source "http" (ec_stats_register_source).
+ * Before ec_framework_init. 0 or a negative errno. */
 int http_register(void);
 
 /* Requests answered, summed over the shards, by status class (1xx .. 5xx). */
