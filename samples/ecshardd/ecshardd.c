@@ -12,6 +12,7 @@
 #include "ec_framework.h"
 
 #include "echo.h"
+#include "smtp.h"
 #include "urlfetch.h"
 
 #define MAX_SET 64
@@ -24,14 +25,18 @@ static const char default_config[] =
     "listener = {\n"
     "  echo = { listen = \"127.0.0.1:7007\"; protocol = \"echo\"; idle_timeout = 300.0; };\n"
     "  urlfetch = { listen = \"127.0.0.1:7070\"; protocol = \"urlfetch\"; };\n"
-    "};\n";
+    "  smtp = { listen = \"127.0.0.1:2525\"; protocol = \"smtp\"; idle_timeout = 600.0; };\n"
+    "};\n"
+    "# The SMTP module spools to ./spool (relative to the working directory, made on first\n"
+    "# use); --set smtp.mode=sink accepts and discards instead (docs/smtp.md).\n"
+    "smtp = { mode = \"spool\"; spool_dir = \"spool\"; };\n";
 
 static int register_modules(void)
 {
   static const struct {
     const char *name;
     int (*reg)(void);
-  } modules[] = {{"echo", echo_register}, {"urlfetch", urlfetch_register}};
+  } modules[] = {{"echo", echo_register}, {"urlfetch", urlfetch_register}, {"smtp", smtp_register}};
 
   for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
     int rc = modules[i].reg();
