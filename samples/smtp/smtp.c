@@ -517,11 +517,15 @@ static int has_bare_newline(const char *p, int len)
   return memchr(p, '\n', (size_t)len) != NULL || memchr(p, '\r', (size_t)len) != NULL;
 }
 
-static int is_verb(const char *line, int len, const char *verb)
+/* The first four bytes of a command, upper-cased, as one number (0 if shorter). */
+#define VERB(a, b, c, d)                                                                           \
+  ((uint32_t)(a) << 24 | (uint32_t)(b) << 16 | (uint32_t)(c) << 8 | (uint32_t)(d))
+static uint32_t verb_of(const char *line, int len)
 {
-  size_t n = strlen(verb);
-
-  return (size_t)len >= n && strncasecmp(line, verb, n) == 0 && (line[n] == ' ' || line[n] == '\0');
+  if (len < 4)
+    return 0;
+  /* & 0xdf upper-cases letters; other bytes change too, but then match no verb. */
+  return VERB(line[0] & 0xdf, line[1] & 0xdf, line[2] & 0xdf, line[3] & 0xdf);
 }
 
 /*
@@ -747,15 +751,17 @@ static int command(smtp_session *s, char *line, int len)
   line[n] = '\0';
   if (memchr(line, '\0', (size_t)n) != NULL)
     return ERROR(s, "500 5.5.2 Error: NUL in command\r\n");
-  if (is_verb(line, n, "EHLO"))
+  /* A four-letter verb ends the line or is followed by a space. */
+  switch (n == 4 || line[4] == ' ' ? verb_of(line, n) : 0) {
+  case VERB('E', 'H', 'L', 'O'):
     return cmd_helo(s, line + 4, 1);
-  if (is_verb(line, n, "HELO"))
+  case VERB('H', 'E', 'L', 'O'):
     return cmd_helo(s, line + 4, 0);
-  if (is_verb(line, n, "MAIL"))
+  case VERB('M', 'A', 'I', 'L'):
     return cmd_mail(s, line + 4 + (line[4] == ' '));
-  if (is_verb(line, n, "RCPT"))
+  case VERB('R', 'C', 'P', 'T'):
     return cmd_rcpt(s, line + 4 + (line[4] == ' '));
-  if (is_verb(line, n, "DATA")) {
+  case VERB('D', 'A', 'T', 'A'):
     if (n != 4)
       return ERROR(s, "501 5.5.4 Syntax: DATA\r\n");
     if (!s->in_mail)
@@ -764,31 +770,34 @@ static int command(smtp_session *s, char *line, int len)
       return ERROR(s, "554 5.5.1 Error: no valid recipients\r\n");
     body_begin(s);
     return REPLY(s, "354 End data with <CR><LF>.<CR><LF>\r\n");
-  }
-  if (is_verb(line, n, "RSET")) {
+  case VERB('R', 'S', 'E', 'T'):
     if (n != 4)
       return ERROR(s, "501 5.5.4 Syntax: RSET\r\n");
     transaction_reset(s);
     return REPLY(s, "250 2.0.0 Ok\r\n");
-  }
-  if (is_verb(line, n, "NOOP"))
+  case VERB('N', 'O', 'O', 'P'):
     return REPLY(s, "250 2.0.0 Ok\r\n");
-  if (is_verb(line, n, "QUIT")) {
+  case VERB('Q', 'U', 'I', 'T'): {
     char buf[320];
     int k = snprintf(buf, sizeof(buf), "221 2.0.0 %s Bye\r\n", s->set->hostname);
 
     s->quitting = 1;
     return reply(s, buf, k);
   }
-  if (is_verb(line, n, "VRFY"))
+  case VERB('V', 'R', 'F', 'Y'):
     return REPLY(s, "252 2.0.0 Cannot VRFY user, but will accept message\r\n");
-  if (is_verb(line, n, "HELP"))
+  case VERB('H', 'E', 'L', 'P'):
     return REPLY(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n");
-  if (is_verb(line, n, "STARTTLS"))
-    return cmd_starttls(s, n);
-  if (is_verb(line, n, "EXPN") || is_verb(line, n, "BDAT") || is_verb(line, n, "ETRN") ||
-      is_verb(line, n, "AUTH"))
+  case VERB('E', 'X', 'P', 'N'):
+  case VERB('B', 'D', 'A', 'T'):
+  case VERB('E', 'T', 'R', 'N'):
+  case VERB('A', 'U', 'T', 'H'):
     return ERROR(s, "502 5.5.1 Error: command not implemented\r\n");
+  default:
+    break;
+  }
+  if (n >= 8 && strncasecmp(line, "STARTTLS", 8) == 0 && (n == 8 || line[8] == ' '))
+    return cmd_starttls(s, n);
   return ERROR(s, "500 5.5.2 Error: command not recognized\r\n");
 }
 
@@ -852,23 +861,47 @@ static int body_scan(char *p, int len, int unstuff, int accept_bare)
   return w;
 }
 
-/* A queue id: seconds, microseconds, shard and the shard's sequence, in hex. */
-static void make_id(smtp_session *s, char *id, size_t len)
+/* Writes v as `digits` upper-case hex digits (at least 1, as many as v needs when 0). */
+static char *hex(char *p, uint64_t v, int digits)
+{
+  char tmp[16];
+  int n = 0;
+
+  do {
+    tmp[n++] = "0123456789ABCDEF"[v & 15];
+    v >>= 4;
+  } while ((v != 0 || n < digits) && n < 16);
+  while (n > 0)
+    *p++ = tmp[--n];
+  return p;
+}
+
+/* A queue id: seconds, microseconds, shard and the shard's sequence, in hex (formatted by
+ * hand: snprintf costs more than the rest of a sink-mode message). */
+static void make_id(smtp_session *s, char id[32])
 {
   struct timespec ts;
-  uint64_t seq = s->sh->next_id++;
+  int shard = ec_shard_self();
+  char *p = id;
 
   clock_gettime(CLOCK_REALTIME, &ts);
-  snprintf(id, len, "%08llX%05lX%02X%llX", (unsigned long long)ts.tv_sec, ts.tv_nsec / 1000,
-           (unsigned)ec_shard_self() & 0xff, (unsigned long long)seq);
+  p = hex(p, (uint64_t)ts.tv_sec & 0xffffffffu, 8);
+  p = hex(p, (uint64_t)ts.tv_nsec / 1000, 5);
+  p = hex(p, (uint64_t)(shard < 0 ? 0 : shard) & 0xff, 2);
+  p = hex(p, s->sh->next_id++, 1);
+  *p = '\0';
 }
 
 static int reply_queued(smtp_session *s, const char *id)
 {
-  char buf[96];
-  int n = snprintf(buf, sizeof(buf), "250 2.0.0 Ok: queued as %s\r\n", id);
+  static const char head[] = "250 2.0.0 Ok: queued as ";
+  char buf[sizeof(head) + 40];
+  size_t n = strlen(id);
 
-  return reply(s, buf, n);
+  memcpy(buf, head, sizeof(head) - 1);
+  memcpy(buf + sizeof(head) - 1, id, n);
+  memcpy(buf + sizeof(head) - 1 + n, "\r\n", 2);
+  return reply(s, buf, (int)(sizeof(head) - 1 + n + 2));
 }
 
 /* The spool write of one message, done by a pool worker. */
@@ -999,7 +1032,7 @@ static int spool_start(smtp_session *s, Event *e, char *body, int len)
   if (j == NULL)
     goto tempfail;
   memset(j, 0, sizeof(*j));
-  make_id(s, j->id, sizeof(j->id));
+  make_id(s, j->id);
   j->head = envelope_block(s, j->id, &j->head_len);
   if (j->head == NULL) {
     ec_free(MEMTYPE_EC_ASYNC_JOB, j);
@@ -1106,7 +1139,7 @@ static int body_done(smtp_session *s, Event *e, char *rec, int len)
   if (!s->set->sink)
     return spool_start(s, e, rec, mlen);
   ec_free(MEMTYPE_MESSAGE_BODY, rec);
-  make_id(s, id, sizeof(id));
+  make_id(s, id);
   STAT_ADD(s->sh, messages, 1);
   STAT_ADD(s->sh, bytes, mlen);
   transaction_reset(s);
