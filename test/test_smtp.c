@@ -739,6 +739,41 @@ static void t_many_sessions(void)
   finish();
 }
 
+/* An idle session holds no read-ahead, no body and no big reply buffer, even after a
+ * pipelined burst of many replies. */
+static void t_idle_holds_little(void)
+{
+  enum { SESSIONS = 8 };
+  int port = start(1, "mode = \"sink\";", NULL);
+  static char burst[300 * 6 + 64];
+  ec_memtype_stats body, out;
+  cli *c[SESSIONS];
+
+  ASSERT_GT(port, 0);
+  burst[0] = '\0';
+  strcat(burst, "EHLO i.test\r\n");
+  for (int i = 0; i < 300; i++)
+    strcat(burst, "NOOP\r\n"); /* 300 replies of 16 bytes: an 8 KiB reply buffer */
+  for (int i = 0; i < SESSIONS; i++) {
+    c[i] = cli_open(port);
+    ASSERT_NOT_NULL(c[i]);
+    ASSERT_EQ(cli_send(c[i], burst), 0);
+    ASSERT_EQ(cmd(c[i], NULL), 220);
+    for (int k = 0; k < 301; k++)
+      ASSERT_EQ(cmd(c[i], NULL), 250);
+    ASSERT_EQ(cmd(c[i], "MAIL FROM:<a@i.test>\r\nRCPT TO:<b@i.test>\r\n"), 250);
+    ASSERT_EQ(cmd(c[i], NULL), 250);
+  }
+  /* All replies were read, so every session is back waiting for input. */
+  ASSERT_EQ(ec_memtype_stats_get(MEMTYPE_MESSAGE_BODY, &body), 0);
+  ASSERT_EQ(ec_memtype_stats_get(MEMTYPE_BUF_STORAGE, &out), 0);
+  ASSERT_EQ(body.live_objects, 0);
+  ASSERT_LE(out.live_bytes, SESSIONS * SMTP_IDLE_OUT_MAX);
+  for (int i = 0; i < SESSIONS; i++)
+    cli_close(c[i]);
+  finish();
+}
+
 /* ---- STARTTLS ------------------------------------------------------------------------------ */
 
 static char cert[160], key[160];
@@ -853,23 +888,15 @@ static void t_starttls_injection(void)
 }
 
 static const unit_test tests[] = {
-    UNIT_TEST(t_spool_conversation),
-    UNIT_TEST(t_sink_mode),
-    UNIT_TEST(t_pipelining),
-    UNIT_TEST(t_pipelining_past_data),
-    UNIT_TEST(t_command_order),
-    UNIT_TEST(t_smuggling_bare_lf),
-    UNIT_TEST(t_smuggling_bare_cr),
-    UNIT_TEST(t_bare_newline_in_commands),
-    UNIT_TEST(t_line_and_size_limits),
-    UNIT_TEST(t_recipient_and_error_limits),
-    UNIT_TEST(t_session_limits),
-    UNIT_TEST(t_timeouts),
-    UNIT_TEST(t_spool_failure),
-    UNIT_TEST(t_many_sessions),
-    UNIT_TEST(t_starttls),
-    UNIT_TEST(t_starttls_injection),
-    {NULL, NULL},
+    UNIT_TEST(t_spool_conversation),   UNIT_TEST(t_sink_mode),
+    UNIT_TEST(t_pipelining),           UNIT_TEST(t_pipelining_past_data),
+    UNIT_TEST(t_command_order),        UNIT_TEST(t_smuggling_bare_lf),
+    UNIT_TEST(t_smuggling_bare_cr),    UNIT_TEST(t_bare_newline_in_commands),
+    UNIT_TEST(t_line_and_size_limits), UNIT_TEST(t_recipient_and_error_limits),
+    UNIT_TEST(t_session_limits),       UNIT_TEST(t_timeouts),
+    UNIT_TEST(t_spool_failure),        UNIT_TEST(t_many_sessions),
+    UNIT_TEST(t_idle_holds_little),    UNIT_TEST(t_starttls),
+    UNIT_TEST(t_starttls_injection),   {NULL, NULL},
 };
 
 UNIT_MAIN("smtp", tests)

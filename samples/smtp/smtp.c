@@ -39,6 +39,7 @@
 
 #define SMTP_MAX_SHARDS   1024
 #define SMTP_OUT_HIGH     65536 /* stop reading commands while this much output waits */
+#define SMTP_IDLE_OUT_MAX 4096  /* largest reply buffer an idle session keeps */
 #define SMTP_ADDR_MAX     256   /* RFC 5321 4.5.3.1.3: a path is at most 256 octets */
 #define SMTP_HELO_MAX     255
 #define SMTP_IP_BUCKETS   1024
@@ -941,6 +942,61 @@ static int write_all(int fd, struct iovec *iov, int cnt)
 }
 
 /*
+ * Group commit of new/: a rename is durable once an fsync of the directory that STARTED
+ * after it has finished. Workers that renamed while another worker's fsync of new/ runs
+ * wait for the next one, which a single worker then makes for all of them; so N messages
+ * finishing together cost one directory fsync instead of N (each file still gets its own
+ * fsync: maildir keeps one file per message).
+ */
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t done_cond;
+  uint64_t started; /* tickets handed to directory fsyncs */
+  uint64_t done;    /* ticket of the last one finished */
+  uint64_t last_ok; /* ticket of the last one that succeeded */
+  int err;          /* errno of the last one that failed */
+  int running;
+} dsync = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
+
+/* Makes the caller's completed rename in `dirfd` durable: 0 once a directory fsync that
+ * started after it succeeded, else the errno of the failed one. *did is set when this
+ * caller made the fsync itself. */
+static int dir_sync(int dirfd, int *did)
+{
+  uint64_t need;
+  int rc;
+
+  *did = 0;
+  pthread_mutex_lock(&dsync.lock);
+  need = dsync.started + 1; /* the first ticket handed out after our rename */
+  while (dsync.done < need) {
+    if (!dsync.running) {
+      uint64_t mine = ++dsync.started;
+      int r;
+
+      dsync.running = 1;
+      pthread_mutex_unlock(&dsync.lock);
+      r = fsync(dirfd) < 0 ? errno : 0;
+      pthread_mutex_lock(&dsync.lock);
+      *did = 1;
+      dsync.running = 0;
+      dsync.done = mine;
+      if (r == 0)
+        dsync.last_ok = mine;
+      else
+        dsync.err = r;
+      pthread_cond_broadcast(&dsync.done_cond);
+    } else {
+      pthread_cond_wait(&dsync.done_cond, &dsync.lock);
+    }
+  }
+  /* Any success from ticket `need` on persisted the directory with our entry in it. */
+  rc = dsync.last_ok >= need ? 0 : dsync.err;
+  pthread_mutex_unlock(&dsync.lock);
+  return rc;
+}
+
+/*
  * On a worker: tmp/ID is written and fsynced, renamed to new/ID, and new/ is fsynced, so
  * that a message answered 250 survives a crash of the process or the machine. A failure
  * leaves no file in new/ (and removes the one in tmp/).
@@ -969,13 +1025,14 @@ static void spool_work(ec_async_job *job, void *closure)
       j->what = "close";
     } else if (fd = -1, renameat(j->tmp_fd, j->id, j->new_fd, j->id) < 0) {
       j->what = "rename";
-    } else if (j->fsync && fsync(j->new_fd) < 0) {
-      /* The file is in new/, but its directory entry may not be durable: say so. */
-      j->err = errno;
-      j->what = "fsync of new/";
-      return;
     } else {
-      j->fsyncs += j->fsync;
+      int did = 0;
+
+      if (j->fsync && (j->err = dir_sync(j->new_fd, &did)) != 0) {
+        /* The file is in new/, but its directory entry may not be durable: say so. */
+        j->what = "fsync of new/";
+      }
+      j->fsyncs += did;
       return;
     }
   }
@@ -1305,6 +1362,10 @@ static int smtp_cb(Event *e, int eventtype, void *closure, struct timeval *now)
           return session_end(e, s);
         continue;
       }
+      /* Going idle: a reply buffer grown by a pipelined burst goes back (the framework
+       * keeps up to 64 KiB); the read-ahead is already released when empty. */
+      if (s->out.needmask == 0 && s->out.bufsize > SMTP_IDLE_OUT_MAX)
+        event_io_state_clean(&s->out);
       return need;
     }
     while (!s->quitting && !s->starttls && ec_event_io_pending(&s->out) < SMTP_OUT_HIGH) {
