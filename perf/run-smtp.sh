@@ -2,7 +2,8 @@
 # perf/run-smtp.sh - the SMTP module (samples/smtp in ecshardd) beside Postfix's smtp-sink.
 #
 #   perf/run-smtp.sh        # RUNS=5 SESSIONS=20 SIZE=1024 MESSAGES=20000 PMESSAGES=100000
-#                           # SPOOL_MESSAGES=5000 SHARDS="1 2" INSTR_N=5000 COST=1
+#                           # SPOOL_MESSAGES=5000 SHARDS="1 2" INSTR_N=5000 COST=1 SINK=1 SPOOL=1
+#   perf/run-smtp.sh --summarize perf/results/smtp-DATE.txt   # tables and plot again
 #
 # With the perf-anchors harness ($root/../shared/perf-anchors), interleaved run by run:
 #  1. throughput, sink mode vs smtp-sink, at each shard count in SHARDS: smtp-source -d
@@ -29,6 +30,95 @@ done
 SESSIONS="${SESSIONS:-20}" SIZE="${SIZE:-1024}" MESSAGES="${MESSAGES:-20000}"
 PMESSAGES="${PMESSAGES:-100000}" SPOOL_MESSAGES="${SPOOL_MESSAGES:-5000}"
 SHARDS="${SHARDS:-1 2}" INSTR_N="${INSTR_N:-5000}" COST="${COST:-1}"
+SINK="${SINK:-1}" SPOOL="${SPOOL:-1}" # SINK=0 / SPOOL=0 / COST=0 skip parts 1 / 2 / 3
+
+# ---- tables and plot ---------------------------------------------------------------------
+# summarize RAW: RAW.md (tables) and RAW.svg (plot) next to the raw file RAW.txt.
+summarize() {
+python3 - "$1" "${1%.txt}" "$SESSIONS" "$SIZE" "$RUNS" <<'EOF'
+import re, statistics, sys
+raw, base, sessions, size, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+rate, cpu, sysc, instr, fsync, files = {}, {}, {}, {}, {}, []
+for line in open(raw):
+    kv = dict(re.findall(r"(\w+)=(\S+)", line))
+    label = kv.get("label", "")
+    if line.startswith("smtp-bench") and "msgs_per_s_med" in kv:
+        rate.setdefault(label, []).append(float(kv["msgs_per_s_med"]))
+        if "server_cpu_us_per_msg_med" in kv:
+            cpu.setdefault(label, []).append(float(kv["server_cpu_us_per_msg_med"]))
+    elif line.startswith("syscall-count") and "fsync" in label:
+        m = re.search(r"fsync:([0-9.]+)", kv.get("top_per_unit", ""))
+        fsync[label.split(":")[0]] = float(m.group(1)) if m else 0.0
+    elif line.startswith("syscall-count"):
+        sysc[label] = float(kv["syscalls_per_unit"])
+    elif line.startswith("instr-per-request"):
+        instr[label] = int(kv["instructions_per_request"])
+    elif line.startswith("spool-files"):
+        files.append((label, int(kv["files"]), int(kv["expected"])))
+med = lambda v: statistics.median(v) if v else float("nan")
+clients = [("source-d", "smtp-source -d (lock-step)", "smtp-source -d"),
+           ("pipeline-n", "smtp-pipeline -n (lock-step)", "pipeline -n"),
+           ("pipeline", "smtp-pipeline (PIPELINING)", "PIPELINING")]
+servers = sorted({l.split(":")[0] for l in rate if l.startswith("ecshard-sink")}) + ["smtp-sink"]
+md = ["## Throughput, sink mode (%s sessions, %s-byte messages; median of %d runs)" %
+      (sessions, size, runs), "",
+      "| client | " + " | ".join(servers) + " | ratio (best ecshard / smtp-sink) |",
+      "|---|" + "---|" * (len(servers) + 1)]
+dat = open(base + ".dat", "w")
+title = lambda srv: ("ecshard, %s shard%s" % (srv.rsplit("-", 1)[1], "s" if srv[-1] != "1" else "")
+                     if srv.startswith("ecshard") else srv)
+dat.write("# columns %d\n" % (len(servers) + 1))
+dat.write("client " + " ".join('"%s"' % title(x) for x in servers) + "\n")
+for key, name, short in clients:
+    vals = [med(rate.get("%s:%s" % (s, key), [])) for s in servers]
+    cpus = [med(cpu.get("%s:%s" % (s, key), [])) for s in servers]
+    best = max(vals[:-1]) if len(vals) > 1 else float("nan")
+    md.append("| %s | " % name + " | ".join("%.0f msg/s (%.1f us CPU/msg)" % (v, c) for v, c in zip(vals, cpus))
+              + " | %.2fx |" % (best / vals[-1] if vals[-1] else float("nan")))
+    dat.write('"%s" ' % short + " ".join("%.0f" % v for v in vals) + "\n")
+dat.close()
+md += ["", "## Spool mode (fsync per message; median of runs)", "",
+       "| shards | smtp-source -d msg/s | smtp-pipeline msg/s | fsyncs/msg | files in new/ = messages |", "|---|---|---|---|---|"]
+for s in sorted({l.split(":")[0] for l in rate if l.startswith("ecshard-spool")}):
+    ok = all(f == e for (l, f, e) in files if l == s)
+    md.append("| %s | %.0f | %.0f | %.2f | %s |" % (s.rsplit("-", 1)[1], med(rate.get(s + ":source-d", [])),
+              med(rate.get(s + ":pipeline", [])), fsync.get(s, float("nan")), "yes" if ok else "NO"))
+if sysc or instr:
+    md += ["", "## Cost per message, one shard (sink mode)", "",
+           "| measure | ecshard | smtp-sink | ratio |", "|---|---|---|---|"]
+    for key, name in (("source-d-s1", "syscalls, smtp-source -d -s 1"), ("pipeline-s1", "syscalls, smtp-pipeline -s 1"),
+                      ("pipeline-s" + sessions, "syscalls, smtp-pipeline -s " + sessions)):
+        a, b = sysc.get("ecshard-sink-1:" + key), sysc.get("smtp-sink:" + key)
+        if a is not None and b:
+            md.append("| %s | %.2f | %.2f | %.2fx |" % (name, a, b, a / b))
+    for key, name in (("source-d-s1", "instructions, smtp-source -d -s 1"), ("pipeline-s1", "instructions, smtp-pipeline -s 1")):
+        a, b = instr.get("ecshard-sink-1:" + key), instr.get("smtp-sink:" + key)
+        if a is not None and b:
+            md.append("| %s | %d | %d | %.2fx |" % (name, a, b, a / b))
+open(base + ".md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+EOF
+ncols=$(sed -n 's/^# columns //p' "${1%.txt}.dat")
+  [[ "${ncols:-0}" -ge 3 ]] || return 0 # no sink-mode runs (SINK=0): no plot
+gnuplot <<EOF
+set terminal svg size 800,420 dynamic font "sans,11"
+set output "${1%.txt}.svg"
+set title "SMTP sink: messages/s, $SESSIONS sessions, $SIZE-byte messages (median of $RUNS)"
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set ylabel "messages/s"
+set yrange [0:*]
+set key top left
+set grid ytics
+plot for [i=2:$ncols] "${1%.txt}.dat" using i:xtic(1) title columnhead(i)
+EOF
+}
+if [[ "${1:-}" == --summarize ]]; then # re-tabulate an earlier run: --summarize RAW.txt
+  summarize "${2:?--summarize FILE}"
+  exit 0
+fi
 
 bl_build ecshardd
 ecshardd="$BUILD/samples/ecshardd/ecshardd"
@@ -85,7 +175,8 @@ clients() { # the three clients against one server: LABELPREFIX PORT PID
 }
 
 # ---- 1. throughput: sink mode vs smtp-sink ------------------------------------------------
-for shards in $SHARDS; do
+[[ "$SINK" == 1 ]] || SHARDS_SINK=""
+for shards in ${SHARDS_SINK-$SHARDS}; do
   ec_start "$shards" --set 'smtp.mode="sink"'
   sink_pid=$("$PA/start-smtp-sink.sh" "$sink_port" 2>>"$out.stderr" | tail -1)
   bl_log "sink mode, $shards shard(s): ecshardd pid $ec_pid, smtp-sink pid $sink_pid; $RUNS runs"
@@ -99,7 +190,8 @@ for shards in $SHARDS; do
 done
 
 # ---- 2. spool mode ---------------------------------------------------------------------
-for shards in $SHARDS; do
+[[ "$SPOOL" == 1 ]] || SHARDS_SPOOL=""
+for shards in ${SHARDS_SPOOL-$SHARDS}; do
   spool="$PA_RUN/spool-$shards"
   bl_log "spool mode, $shards shard(s), spool $spool; $RUNS runs"
   for ((r = 1; r <= RUNS; r++)); do
@@ -174,81 +266,7 @@ if [[ "$COST" == 1 ]]; then
 fi
 bl_load_note "$out"
 
-# ---- tables and plot ---------------------------------------------------------------------
-python3 - "$out" "$RESULTS/smtp-$stamp" "$SESSIONS" "$SIZE" <<'EOF'
-import re, statistics, sys
-raw, base, sessions, size = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-rate, cpu, sysc, instr, fsync, files = {}, {}, {}, {}, {}, []
-for line in open(raw):
-    kv = dict(re.findall(r"(\w+)=(\S+)", line))
-    label = kv.get("label", "")
-    if line.startswith("smtp-bench") and "msgs_per_s_med" in kv:
-        rate.setdefault(label, []).append(float(kv["msgs_per_s_med"]))
-        if "server_cpu_us_per_msg_med" in kv:
-            cpu.setdefault(label, []).append(float(kv["server_cpu_us_per_msg_med"]))
-    elif line.startswith("syscall-count") and "fsync" in label:
-        m = re.search(r"fsync:([0-9.]+)", kv.get("top_per_unit", ""))
-        fsync[label.split(":")[0]] = float(m.group(1)) if m else 0.0
-    elif line.startswith("syscall-count"):
-        sysc[label] = float(kv["syscalls_per_unit"])
-    elif line.startswith("instr-per-request"):
-        instr[label] = int(kv["instructions_per_request"])
-    elif line.startswith("spool-files"):
-        files.append((label, int(kv["files"]), int(kv["expected"])))
-med = lambda v: statistics.median(v) if v else float("nan")
-clients = [("source-d", "smtp-source -d (lock-step)"), ("pipeline-n", "smtp-pipeline -n (lock-step)"),
-           ("pipeline", "smtp-pipeline (PIPELINING)")]
-servers = sorted({l.split(":")[0] for l in rate if l.startswith("ecshard-sink")}) + ["smtp-sink"]
-md = ["## Throughput, sink mode (%s sessions, %s-byte messages; median of %d runs)" %
-      (sessions, size, max((len(v) for v in rate.values()), default=0)), "",
-      "| client | " + " | ".join(servers) + " | ratio (best ecshard / smtp-sink) |",
-      "|---|" + "---|" * (len(servers) + 1)]
-dat = open(base + ".dat", "w")
-dat.write("client " + " ".join(servers) + "\n")
-for key, name in clients:
-    vals = [med(rate.get("%s:%s" % (s, key), [])) for s in servers]
-    cpus = [med(cpu.get("%s:%s" % (s, key), [])) for s in servers]
-    best = max(vals[:-1]) if len(vals) > 1 else float("nan")
-    md.append("| %s | " % name + " | ".join("%.0f msg/s (%.1f us CPU/msg)" % (v, c) for v, c in zip(vals, cpus))
-              + " | %.2fx |" % (best / vals[-1] if vals[-1] else float("nan")))
-    dat.write('"%s" ' % name + " ".join("%.0f" % v for v in vals) + "\n")
-dat.close()
-md += ["", "## Spool mode (fsync per message; median of runs)", "",
-       "| shards | smtp-source -d msg/s | smtp-pipeline msg/s | fsyncs/msg | files in new/ = messages |", "|---|---|---|---|---|"]
-for s in sorted({l.split(":")[0] for l in rate if l.startswith("ecshard-spool")}):
-    ok = all(f == e for (l, f, e) in files if l == s)
-    md.append("| %s | %.0f | %.0f | %.2f | %s |" % (s.rsplit("-", 1)[1], med(rate.get(s + ":source-d", [])),
-              med(rate.get(s + ":pipeline", [])), fsync.get(s, float("nan")), "yes" if ok else "NO"))
-if sysc or instr:
-    md += ["", "## Cost per message, one shard (sink mode)", "",
-           "| measure | ecshard | smtp-sink | ratio |", "|---|---|---|---|"]
-    for key, name in (("source-d-s1", "syscalls, smtp-source -d -s 1"), ("pipeline-s1", "syscalls, smtp-pipeline -s 1"),
-                      ("pipeline-s" + sessions, "syscalls, smtp-pipeline -s " + sessions)):
-        a, b = sysc.get("ecshard-sink-1:" + key), sysc.get("smtp-sink:" + key)
-        if a is not None and b:
-            md.append("| %s | %.2f | %.2f | %.2fx |" % (name, a, b, a / b))
-    for key, name in (("source-d-s1", "instructions, smtp-source -d -s 1"), ("pipeline-s1", "instructions, smtp-pipeline -s 1")):
-        a, b = instr.get("ecshard-sink-1:" + key), instr.get("smtp-sink:" + key)
-        if a is not None and b:
-            md.append("| %s | %d | %d | %.2fx |" % (name, a, b, a / b))
-open(base + ".md", "w").write("\n".join(md) + "\n")
-print("\n".join(md))
-EOF
-ncols=$(head -1 "$RESULTS/smtp-$stamp.dat" | wc -w)
-gnuplot <<EOF
-set terminal svg size 800,420 dynamic font "sans,11"
-set output "$RESULTS/smtp-$stamp.svg"
-set title "SMTP sink: messages/s, $SESSIONS sessions, $SIZE-byte messages (median of $RUNS)"
-set style data histogram
-set style histogram cluster gap 1
-set style fill solid 0.8 border -1
-set boxwidth 0.9
-set ylabel "messages/s"
-set yrange [0:*]
-set key top left
-set grid ytics
-plot for [i=2:$ncols] "$RESULTS/smtp-$stamp.dat" using i:xtic(1) title columnhead(i)
-EOF
+summarize "$out"
 if [[ "${UPDATE_DOCS:-0}" == 1 ]]; then
   mkdir -p "$BL_ROOT/docs/perf"
   cp "$RESULTS/smtp-$stamp.svg" "$BL_ROOT/docs/perf/smtp.svg"
