@@ -124,7 +124,7 @@ static counter retired[MEMTYPE_MAX];
 static int64_t peak_objects[MEMTYPE_MAX];
 static int64_t peak_bytes[MEMTYPE_MAX];
 
-static _Thread_local thread_counters *my_counters;
+static EC__TLS_HOT thread_counters *my_counters;
 static pthread_key_t counters_key;
 static pthread_once_t counters_once = PTHREAD_ONCE_INIT;
 static bool counters_key_ok; /* written once under counters_once */
@@ -259,6 +259,15 @@ static void count(int id, int allocs, int frees, int64_t bytes)
   bump_i(&tc->c[id].bytes, bytes);
 }
 
+void fw__alloc_recount(int id, int delta)
+{
+  const memtype *mt = type_get(id);
+
+  if (mt == NULL || delta == 0)
+    return;
+  count(id, delta > 0 ? delta : 0, delta < 0 ? -delta : 0, (int64_t)delta * (int64_t)mt->def.size);
+}
+
 void fw__alloc_thread_exit(void)
 {
   thread_counters *tc = my_counters;
@@ -382,12 +391,36 @@ static void *bad_type(const char *fn, int id)
 
 /* ---- allocation ---------------------------------------------------------------------- */
 
+/* ---- fault injection ------------------------------------------------------------------ */
+
+static int fail_every;     /* 0: off (relaxed: a test turns it on and off between phases) */
+static unsigned fail_tick; /* allocations seen while on (atomic) */
+
+void fw__alloc_fail_every(int every)
+{
+  __atomic_store_n(&fail_tick, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&fail_every, every > 0 ? every : 0, __ATOMIC_RELAXED);
+}
+
+static int injected_failure(void)
+{
+  int every = __atomic_load_n(&fail_every, __ATOMIC_RELAXED);
+
+  if (__builtin_expect(every == 0, 1))
+    return 0;
+  return __atomic_add_fetch(&fail_tick, 1, __ATOMIC_RELAXED) % (unsigned)every == 0;
+}
+
 static void *alloc_typed(const memtype *mt, int id, size_t size)
 {
   alloc_hdr *h;
   char *base;
   void *p;
 
+  if (injected_failure()) {
+    errno = ENOMEM;
+    return NULL;
+  }
   if (id == MEMTYPE_IS_MALLOC_3C) {
     p = malloc(size ? size : 1);
     if (p == NULL) {
@@ -473,6 +506,10 @@ void *ec_realloc(int object_type, void *old, size_t size)
   }
   if (old == NULL)
     return alloc_typed(mt, object_type, size);
+  if (injected_failure()) {
+    errno = ENOMEM;
+    return NULL;
+  }
   if (object_type == MEMTYPE_IS_MALLOC_3C)
     return realloc_3c(old, size);
 

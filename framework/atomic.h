@@ -17,6 +17,18 @@
 #define ec__fetch_add(p, v)     __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
 #define ec__fence()             __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
+/*
+ * The full fence a store->load ordering needs right after a locked read-modify-write
+ * (Concurrency Kit's CAS is inline assembly). On x86 a LOCK-prefixed instruction is a
+ * full barrier already, so only the compiler must not reorder; elsewhere (and under TSan,
+ * where ck uses compiler builtins) it is a real fence.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(CK_USE_CC_BUILTINS)
+#define ec__fence_after_rmw() __asm__ __volatile__("" ::: "memory")
+#else
+#define ec__fence_after_rmw() ec__fence()
+#endif
+
 /* Compare-and-swap of an int; 1 if *p was `old` and is now `new`. Sequentially
  * consistent. */
 static inline int ec__cas_int(int *p, int old, int new_)

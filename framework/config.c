@@ -282,13 +282,8 @@ static const cfg_entry io_wrapper_schema[] = {
 static const cfg_entry debug_flags_member = {
     .name = "debug_flags member", .type = CFG_STRING_LIST, .check = check_subsystem};
 
-/* The built-in top-level sections; a module may not register one of these names. */
-static const char *const root_schema_builtin_names[] = {
-    "event_loop", "log",      "debug_flags", "listener",
-    "limits",     "shutdown", "threadpool",  "io_wrapper",
-};
-
 #define MAX_SECTIONS 32 /* module sections (ec_config_section_register) */
+#define ROOT_BUILTIN 8  /* the framework's own sections, the first rows below */
 
 /* Not const: module sections are appended before the NULL row (ec_config_section_register,
  * before init, under section_lock), so the validator and --set see them like the built-in
@@ -309,8 +304,7 @@ static cfg_entry root_members[] = {
      .key_check = check_pool_name},
     {.name = "io_wrapper", .type = CFG_GROUP, .members = io_wrapper_schema},
     {.name = NULL},
-    [sizeof(root_schema_builtin_names) / sizeof(root_schema_builtin_names[0]) +
-        MAX_SECTIONS] = {.name = NULL},
+    [ROOT_BUILTIN + MAX_SECTIONS] = {.name = NULL},
 };
 
 static const cfg_entry root_schema = {.name = "", .type = CFG_GROUP, .members = root_members};
@@ -459,7 +453,8 @@ int ec_config_section_register(const char *name, const ec_config_item *items, co
       rc = 1; /* the same module again (a test's second run): nothing to do */
   if (rc == 0 && config_loaded())
     rc = -EBUSY;
-  if (rc == 0 && nsections == MAX_SECTIONS)
+  if (rc == 0 && (nsections == MAX_SECTIONS ||
+                  nroot + 2 > (int)(sizeof(root_members) / sizeof(root_members[0]))))
     rc = -ENOSPC;
   if (rc == 0) {
     module_section *m = &sections[nsections];

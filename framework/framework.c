@@ -4,6 +4,7 @@
 #include "framework/internal.h"
 #include "framework/listener.h"
 #include "pool/pool.h"
+#include "shard/acceptor.h"
 #include "shard/shard.h"
 
 #include "framework/atomic.h"
@@ -111,6 +112,15 @@ int ec_framework_start(void)
   if (rc == 0)
     ec__cas_int(&state, FW_INIT, FW_RUNNING);
   pthread_mutex_unlock(&lifecycle);
+  /* A listener that could not be watched on some shard (out of memory) would take its
+   * share of connections and never accept them: fail the start instead. */
+  if (rc == 0 && shard__acceptors_settle() > 0) {
+    ec_debug_printf(DERROR, EC_LOG_START,
+                    "ec_framework_start: listeners could not be installed on every shard; "
+                    "stopping (call ec_framework_join)");
+    ec_framework_stop();
+    rc = -ENOMEM;
+  }
   return rc;
 }
 

@@ -60,6 +60,25 @@ int fw__mt_vasprintf(int mt, char **strp, const char *fmt, va_list ap);
 /* Folds the calling thread's memtype counters into the process totals (thread exit). */
 void fw__alloc_thread_exit(void);
 
+/*
+ * Thread-locals read on every event, message and allocation. In a shared library the
+ * default (global-dynamic) model calls __tls_get_addr on each access; initial-exec is a
+ * single %fs-relative load. It takes a little of the static TLS block, which a library
+ * linked at program start (the way ecshard is used) always gets.
+ */
+#define EC__TLS_HOT __thread __attribute__((tls_model("initial-exec")))
+
+/*
+ * Fault injection for tests (test/test_fault.c): from now on every `every`-th allocation
+ * through ec_malloc / ec_malloc_size / ec_realloc fails with ENOMEM (0 turns it off). Any
+ * thread. Costs one relaxed load per allocation while off.
+ */
+void fw__alloc_fail_every(int every);
+
+/* For caches of fixed-size blocks kept outside the allocator (shard/event.c): counts
+ * `delta` blocks of memtype `id` as allocated (> 0) or freed (< 0) without touching them. */
+void fw__alloc_recount(int id, int delta);
+
 /* ---- life cycle (framework/framework.c) ---------------------------------------------- */
 
 /* 1 between ec_framework_start() and ec_framework_stop(). Any thread. */

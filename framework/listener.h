@@ -17,7 +17,7 @@ typedef struct fw__listener {
   int proxy_protocol;
   struct ssl_ctx_st *tls_ctx; /* the `tls` section's server context, or NULL */
   int tls_implicit;           /* attach TLS before session_start */
-  int single; /* accept_mode = "single": one acceptor hands off */
+  int single;                 /* accept_mode = "single": one acceptor hands off */
   int tcp_nodelay, rcvbuf, sndbuf;
   int accepts_per_iter;
   int64_t max_connections;        /* 0 = no limit */

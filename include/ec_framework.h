@@ -27,8 +27,11 @@ typedef struct ec_framework_options {
  * and line), or another negative errno. */
 EC_API int ec_framework_init(const ec_framework_options *opts);
 
-/* Starts the shard threads (returns once they are created). -EINVAL before init,
- * -EALREADY if started, -ECANCELED if ec_framework_stop came first, or pthread's error. */
+/* Starts the shard threads (returns once they are created and the listeners' acceptors
+ * are installed). -EINVAL before init, -EALREADY if started, -ECANCELED if
+ * ec_framework_stop came first, a listener's error (logged), -ENOMEM when an acceptor
+ * could not be installed on some shard (the framework is stopping then: join it), or
+ * pthread's error. */
 EC_API int ec_framework_start(void);
 
 /* Asks for a graceful stop. Any thread, async-signal-safe, idempotent. */

@@ -495,6 +495,8 @@ static int acceptor_cb(Event *e, int type, void *closure, struct timeval *now)
   return E_READ; /* ignored if accepting paused: the Event floats */
 }
 
+static int install_failures; /* acceptors that could not be installed (atomic) */
+
 static void acceptor_add(void *arg)
 {
   shard__acceptor *a = arg;
@@ -517,12 +519,25 @@ static void acceptor_add(void *arg)
     shard__drain_begin(s);
   return;
 fail:
+  ec__fetch_add(&install_failures, 1);
   ec_debug_printf(DERROR, EC_LOG_NET, "listener %s: shard %d cannot watch fd %d", a->l->name, s->id,
                   a->fd);
   event_free(a->ev);
   close(a->fd);
   ec_free(MEMTYPE_CONFIG, a->unix_path);
   ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);
+}
+
+static void settle(void *arg)
+{
+  (void)arg; /* runs after the acceptor_add closures posted before it */
+}
+
+int shard__acceptors_settle(void)
+{
+  for (int i = 0; i < shard__count(); i++)
+    ec_shard_call(i, settle, NULL);
+  return __atomic_exchange_n(&install_failures, 0, __ATOMIC_ACQ_REL);
 }
 
 int shard__acceptor_install(fw__listener *l, int fd, int id, int single, const char *unix_path)

@@ -27,6 +27,10 @@ struct ec_session {
  * start). `single`: it hands connections to all shards. `unix_path`: a Unix socket's file,
  * removed when the acceptor closes (copied). The acceptor owns the descriptor from here
  * on. 0 or -errno. */
+/* After the shards started: waits until every acceptor posted so far is installed and
+ * returns how many could not be (each logged), resetting the count. Not on a shard. */
+int shard__acceptors_settle(void);
+
 int shard__acceptor_install(fw__listener *l, int fd, int shard, int single, const char *unix_path);
 
 /* Owner thread: a readiness dispatch of a session's Event (idle timer restarts). */

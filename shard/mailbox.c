@@ -95,8 +95,9 @@ int shard__post(shard *s, int kind, Event *ev, int mask, void (*fn)(void *), voi
   ec__tsan_release(&s->mailbox);
   ck_stack_push_upmc(&s->mailbox, &m->entry);
   /* Pairs with the fence in shard__prepare_sleep: our push is visible before we read
-   * `sleeping`, and the owner's store of `sleeping` before it reads the mailbox. */
-  ec__fence();
+   * `sleeping`, and the owner's store of `sleeping` before it reads the mailbox. The
+   * push's CAS is that fence on x86. */
+  ec__fence_after_rmw();
   if (ec__load(&s->sleeping) && ec__cas_int(&s->sleeping, 1, 0)) {
     ec__fetch_add(&s->wakeups_sent, 1);
     shard__wake(s);

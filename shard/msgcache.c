@@ -37,8 +37,8 @@ static unsigned generation; /* bumped when the caches are freed (registry lock) 
 static pthread_key_t key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
-static __thread struct shard__msgcache *mine;
-static __thread unsigned mine_gen;
+static EC__TLS_HOT struct shard__msgcache *mine;
+static EC__TLS_HOT unsigned mine_gen;
 
 static void thread_gone(void *arg)
 {

@@ -39,7 +39,7 @@ static int stop_fd = -1;
 static int running;       /* shard threads not yet out of shard_main (atomic) */
 static int drain_forced;  /* shard__drain_force: end the drain now (atomic) */
 static unsigned place_rr; /* round-robin placement of timers */
-__thread shard *shard__tls_self;
+EC__TLS_HOT shard *shard__tls_self;
 #define self shard__tls_self
 
 int shard__count(void)
@@ -256,7 +256,7 @@ void shard__event_destroy(Event *e)
   if (e->io_data != NULL && e->io_opset != NULL && e->io_opset->event_release != NULL)
     e->io_opset->event_release(e);
   e->_priv.magic = 0;
-  ec_free(MEMTYPE_EVENT, e);
+  shard__event_release(e);
 }
 
 /* The callback returned 0 (or the framework is shutting down): unregister and free, or
@@ -717,8 +717,10 @@ void shard__destroy_all(void)
   for (int i = 0; i < nshards; i++)
     sweep(&shards[i]);
   drain_all(); /* whatever closing and freeing posted */
-  for (int i = 0; i < nshards; i++)
+  for (int i = 0; i < nshards; i++) {
+    shard__event_cache_free(&shards[i]);
     shard_fini(&shards[i]);
+  }
   shard__msgcache_free_all(); /* every queue is empty now */
   free(shards);
   shards = NULL;

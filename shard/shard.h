@@ -11,6 +11,7 @@
 #include "ec_config.h"
 #include "ec_framework.h"
 #include "event.h"
+#include "framework/internal.h"
 #include "scheduler.h"
 #include "shard/poller.h"
 
@@ -142,6 +143,9 @@ typedef struct shard {
   uint64_t drain_deadline;
   unsigned handoff_rr;
 
+  Event *event_cache; /* freed Events kept for reuse, linked through `closure` (event.c) */
+  int event_cache_n;
+
   shard__timer *timers; /* 4-ary min-heap (shard/timer.c) */
   int ntimers, timers_cap;
   uint64_t timer_seq;
@@ -170,7 +174,7 @@ void shard__join_all(void);
 int shard__count(void);
 shard *shard__get(int id);
 /* The calling thread's shard, or NULL. Inline: it is on every path that checks ownership. */
-extern __thread shard *shard__tls_self;
+extern EC__TLS_HOT shard *shard__tls_self;
 static inline shard *shard__self(void)
 {
   return shard__tls_self;
@@ -233,5 +237,11 @@ void shard__event_unref(shard *s, Event *e);
 
 /* Frees an Event now (owner thread or join): io_data released, memory returned. */
 void shard__event_destroy(Event *e);
+
+/* shard/event.c: a zeroed Event (from the calling shard's cache when it has one), and the
+ * end of one (back to the calling shard's cache, or freed). The cache is emptied at join. */
+Event *shard__event_new(void);
+void shard__event_release(Event *e);
+void shard__event_cache_free(shard *s);
 
 #endif /* EC_SHARD_SHARD_H */
