@@ -774,6 +774,38 @@ static void t_idle_holds_little(void)
   finish();
 }
 
+/* A graceful stop: a session answers what it was sent, then says 421 and closes; one in
+ * the middle of a transaction finishes it first. */
+static void t_graceful_stop(void)
+{
+  int port = start(1, NULL, NULL);
+  char r[4096];
+  cli *a, *b;
+
+  ASSERT_GT(port, 0);
+  a = cli_open(port);
+  b = cli_open(port);
+  ASSERT_EQ(cmd(a, NULL), 220);
+  ASSERT_EQ(cmd(b, NULL), 220);
+  ASSERT_EQ(cmd(a, "EHLO g.test\r\n"), 250);
+  ASSERT_EQ(cmd(b, "EHLO g.test\r\nMAIL FROM:<a@g.test>\r\n"), 250);
+  ASSERT_EQ(cmd(b, NULL), 250);
+  ec_framework_stop();
+  ASSERT_EQ(cmd(a, "NOOP\r\n"), 250);
+  ASSERT_EQ(cli_reply(a, r, sizeof(r)), 421);
+  ASSERT_TRUE(strstr(r, "421 4.3.2 mx.test Service shutting down") == r);
+  ASSERT_TRUE(cli_eof(a));
+  ASSERT_EQ(cmd(b, "RCPT TO:<b@g.test>\r\n"), 250); /* the transaction goes on */
+  ASSERT_EQ(cmd(b, "DATA\r\n"), 354);
+  ASSERT_EQ(cmd(b, "last\r\n.\r\n"), 250);
+  ASSERT_EQ(cmd(b, NULL), 421);
+  ASSERT_TRUE(cli_eof(b));
+  cli_close(a);
+  cli_close(b);
+  ASSERT_EQ(spool_count("new"), 1);
+  CU_ASSERT_EQUAL(ec_framework_join(), 0);
+}
+
 /* ---- STARTTLS ------------------------------------------------------------------------------ */
 
 static char cert[160], key[160];
@@ -888,15 +920,25 @@ static void t_starttls_injection(void)
 }
 
 static const unit_test tests[] = {
-    UNIT_TEST(t_spool_conversation),   UNIT_TEST(t_sink_mode),
-    UNIT_TEST(t_pipelining),           UNIT_TEST(t_pipelining_past_data),
-    UNIT_TEST(t_command_order),        UNIT_TEST(t_smuggling_bare_lf),
-    UNIT_TEST(t_smuggling_bare_cr),    UNIT_TEST(t_bare_newline_in_commands),
-    UNIT_TEST(t_line_and_size_limits), UNIT_TEST(t_recipient_and_error_limits),
-    UNIT_TEST(t_session_limits),       UNIT_TEST(t_timeouts),
-    UNIT_TEST(t_spool_failure),        UNIT_TEST(t_many_sessions),
-    UNIT_TEST(t_idle_holds_little),    UNIT_TEST(t_starttls),
-    UNIT_TEST(t_starttls_injection),   {NULL, NULL},
+    UNIT_TEST(t_spool_conversation),
+    UNIT_TEST(t_sink_mode),
+    UNIT_TEST(t_pipelining),
+    UNIT_TEST(t_pipelining_past_data),
+    UNIT_TEST(t_command_order),
+    UNIT_TEST(t_smuggling_bare_lf),
+    UNIT_TEST(t_smuggling_bare_cr),
+    UNIT_TEST(t_bare_newline_in_commands),
+    UNIT_TEST(t_line_and_size_limits),
+    UNIT_TEST(t_recipient_and_error_limits),
+    UNIT_TEST(t_session_limits),
+    UNIT_TEST(t_timeouts),
+    UNIT_TEST(t_spool_failure),
+    UNIT_TEST(t_many_sessions),
+    UNIT_TEST(t_idle_holds_little),
+    UNIT_TEST(t_graceful_stop),
+    UNIT_TEST(t_starttls),
+    UNIT_TEST(t_starttls_injection),
+    {NULL, NULL},
 };
 
 UNIT_MAIN("smtp", tests)
