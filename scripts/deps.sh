@@ -12,6 +12,7 @@ set -euo pipefail
 base=(
   build-essential cmake pkg-config git
   clang libclang-rt-14-dev clang-format # sanitizer builds use clang; CI checks the format
+  clang-tidy cppcheck # scripts/lint.sh: static analysis in CI
   libssl-dev openssl libjemalloc-dev libck-dev libcunit1-dev libconfig-dev
   libcurl4-openssl-dev # io_wrapper's HTTP(S) client
   libevent-dev libuv1-dev # perf/: the libevent and libuv peers of the benchmarks

@@ -187,6 +187,21 @@ for b in $builds; do
   run_build "$b"
 done
 
+# Static analysis (scripts/lint.sh: clang-tidy and cppcheck) on the release build's
+# compile_commands.json. ECSHARD_LINT=0 skips it.
+if [ "${ECSHARD_LINT:-1}" != 0 ]; then
+  start=$SECONDS
+  if "$root/scripts/lint.sh" >"$tmp/lint.log" 2>&1; then
+    note lint ok "clang-tidy and cppcheck clean ($((SECONDS - start)) s)"
+    passed=$((passed + 1))
+  else
+    cat "$tmp/lint.log"
+    note lint FAIL "static analysis findings above ($((SECONDS - start)) s)"
+    failed=$((failed + 1))
+    status=1
+  fi
+fi
+
 echo
 echo "== test.sh summary"
 printf '%s\n' "${summary[@]}"
