@@ -200,12 +200,38 @@ static const char *check_listen(const config_setting_t *s)
 
 static const char *const accept_modes[] = {"reuseport", "single", NULL};
 static const char *const tls_modes[] = {"implicit", "starttls", NULL};
+static const char *const tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
+static const char *const tls_client_auth[] = {"none", "optional", "required", NULL};
 
-/* listener.NAME.tls: the listener's server certificates (framework/listener.c). */
+/* listener.NAME.tls.sni.LABEL: a further certificate, chosen by the client's SNI. */
+static const cfg_entry listener_tls_sni_schema[] = {
+    {.name = "certificate", .type = CFG_STRING, .flags = CFG_REQUIRED},
+    {.name = "key", .type = CFG_STRING},
+    {.name = "names", .type = CFG_STRING_LIST},
+    {.name = NULL},
+};
+
+static const cfg_entry listener_tls_sni_entry = {
+    .name = "sni", .type = CFG_GROUP, .members = listener_tls_sni_schema};
+
+/* listener.NAME.tls: the listener's server certificates (framework/listener.c, tls.c).
+ * docs/tls.md describes every member. */
 static const cfg_entry listener_tls_schema[] = {
     {.name = "certificate", .type = CFG_STRING, .flags = CFG_REQUIRED},
-    {.name = "key", .type = CFG_STRING, .flags = CFG_REQUIRED},
+    {.name = "key", .type = CFG_STRING},
     {.name = "mode", .type = CFG_STRING, .choices = tls_modes},
+    {.name = "sni", .type = CFG_GROUP_OF, .of = &listener_tls_sni_entry},
+    {.name = "min_version", .type = CFG_STRING, .choices = tls_versions},
+    {.name = "max_version", .type = CFG_STRING, .choices = tls_versions},
+    {.name = "ciphers", .type = CFG_STRING},
+    {.name = "ciphersuites", .type = CFG_STRING},
+    {.name = "alpn", .type = CFG_STRING_LIST},
+    {.name = "client_auth", .type = CFG_STRING, .choices = tls_client_auth},
+    {.name = "client_ca", .type = CFG_STRING},
+    {.name = "verify_depth", .type = CFG_INT, .min = 1, .max = 32},
+    {.name = "session_tickets", .type = CFG_BOOL},
+    {.name = "session_lifetime", .type = CFG_FLOAT, .fmin = 1, .fmax = 604800},
+    {.name = "ticket_key_files", .type = CFG_STRING_LIST},
     {.name = NULL},
 };
 

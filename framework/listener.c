@@ -12,6 +12,7 @@
 #include "ec_ssl.h"
 #include "framework/atomic.h"
 #include "framework/internal.h"
+#include "framework/tls.h"
 #include "shard/acceptor.h"
 
 #include <arpa/inet.h>
@@ -104,7 +105,7 @@ static const char *parse_addr(const char *s, laddr *a)
     if (s[5] == '\0' || strlen(s + 5) >= sizeof(u->sun_path))
       return "a unix: address needs a path shorter than 108 bytes";
     u->sun_family = AF_UNIX;
-    strcpy(u->sun_path, s + 5);
+    memcpy(u->sun_path, s + 5, strlen(s + 5) + 1); /* the length was checked above */
     a->len = sizeof(*u);
     a->is_unix = 1;
     return NULL;
@@ -332,26 +333,123 @@ static int open_address(fw__listener *l, const config_setting_t *g, const char *
   return 0;
 }
 
+/* A string list member (or a lone string) as a NULL-terminated array of pointers into
+ * the configuration; *n gets the count. NULL with *n == 0 when absent. */
+static const char **string_list(const config_setting_t *g, const char *name, int *n)
+{
+  const config_setting_t *s = config_setting_get_member(g, name);
+  const char **v;
+  int cnt;
+
+  *n = 0;
+  if (s == NULL)
+    return NULL;
+  cnt = config_setting_type(s) == CONFIG_TYPE_STRING ? 1 : config_setting_length(s);
+  v = ec_malloc_size(MEMTYPE_CONFIG, sizeof(*v) * (size_t)(cnt + 1));
+  if (v == NULL)
+    return NULL;
+  for (int i = 0; i < cnt; i++)
+    v[i] = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                        : config_setting_get_string_elem(s, i);
+  v[cnt] = NULL;
+  *n = cnt;
+  return v;
+}
+
+static int tls_version(const config_setting_t *t, const char *name, int def)
+{
+  const char *v = NULL;
+
+  if (!config_setting_lookup_string(t, name, &v))
+    return def;
+  return strcmp(v, "TLSv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION;
+}
+
+/* The file:line of member `path` ("ciphers", "sni.mail.key") of the tls section `t`, or of
+ * the section itself. */
+static const char *tls_where(const config_setting_t *t, const char *path, char *buf, size_t len)
+{
+  const config_setting_t *s =
+      path != NULL ? config_setting_lookup((config_setting_t *)t, path) : NULL;
+
+  return where(s != NULL ? s : t, buf, len);
+}
+
 /* The listener's `tls` section: its server context, built before any socket opens. */
 static int open_tls(fw__listener *l, const config_setting_t *g)
 {
   const config_setting_t *t = config_setting_get_member(g, "tls");
-  const char *cert = NULL, *key = NULL, *mode = "implicit";
-  char err[256], loc[256];
+  const config_setting_t *sni;
+  const char *mode = "implicit", *auth = "none", *bad = NULL;
+  fw__tls_cert *certs = NULL;
+  const char **alpn = NULL, **tkeys = NULL;
+  const char ***names = NULL;
+  fw__tls_opts o;
+  char err[512], loc[256];
+  int rc = 0;
 
   if (t == NULL)
     return 0;
-  config_setting_lookup_string(t, "certificate", &cert);
-  config_setting_lookup_string(t, "key", &key);
+  memset(&o, 0, sizeof(o));
+  o.def.label = "default";
+  config_setting_lookup_string(t, "certificate", &o.def.certificate);
+  config_setting_lookup_string(t, "key", &o.def.key);
   config_setting_lookup_string(t, "mode", &mode);
-  l->tls_implicit = strcmp(mode, "implicit") == 0;
-  l->tls_ctx = ec_ssl_server_ctx_new(cert, key, err, sizeof(err));
-  if (l->tls_ctx == NULL) {
-    ec_debug_printf(DERROR, EC_LOG_NET, "%s: listener %s: TLS: %s", where(t, loc, sizeof(loc)),
-                    l->name, err);
-    return -EINVAL;
+  o.min_version = tls_version(t, "min_version", TLS1_2_VERSION);
+  o.max_version = tls_version(t, "max_version", TLS1_3_VERSION);
+  config_setting_lookup_string(t, "ciphers", &o.ciphers);
+  config_setting_lookup_string(t, "ciphersuites", &o.ciphersuites);
+  config_setting_lookup_string(t, "client_auth", &auth);
+  o.client_auth = strcmp(auth, "required") == 0   ? FW__TLS_AUTH_REQUIRED
+                  : strcmp(auth, "optional") == 0 ? FW__TLS_AUTH_OPTIONAL
+                                                  : FW__TLS_AUTH_NONE;
+  config_setting_lookup_string(t, "client_ca", &o.client_ca);
+  o.verify_depth = (int)get_int(t, "verify_depth", 4);
+  o.session_tickets = get_bool(t, "session_tickets", 1);
+  o.session_lifetime = get_double(t, "session_lifetime", 3600.0);
+  alpn = string_list(t, "alpn", &o.nalpn);
+  o.alpn = alpn;
+  tkeys = string_list(t, "ticket_key_files", &o.nticket_key_files);
+  o.ticket_key_files = tkeys;
+  sni = config_setting_get_member(t, "sni");
+  if (sni != NULL && config_setting_length(sni) > 0) {
+    int n = config_setting_length(sni);
+
+    certs = ec_malloc_size(MEMTYPE_CONFIG, sizeof(*certs) * (size_t)n);
+    names = ec_malloc_size(MEMTYPE_CONFIG, sizeof(*names) * (size_t)n);
+    if (certs == NULL || names == NULL) {
+      rc = -ENOMEM;
+      goto out;
+    }
+    memset(names, 0, sizeof(*names) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+      const config_setting_t *e = config_setting_get_elem(sni, (unsigned)i);
+
+      memset(&certs[i], 0, sizeof(certs[i]));
+      certs[i].label = config_setting_name(e);
+      config_setting_lookup_string(e, "certificate", &certs[i].certificate);
+      config_setting_lookup_string(e, "key", &certs[i].key);
+      names[i] = string_list(e, "names", &certs[i].nnames);
+      certs[i].names = names[i];
+    }
+    o.sni = certs;
+    o.nsni = n;
   }
-  return 0;
+  l->tls_implicit = strcmp(mode, "implicit") == 0;
+  l->tls_ctx = fw__tls_server_ctx_build(&o, err, sizeof(err), &bad);
+  if (l->tls_ctx == NULL) {
+    ec_debug_printf(DERROR, EC_LOG_NET, "%s: listener %s: TLS: %s",
+                    tls_where(t, bad, loc, sizeof(loc)), l->name, err);
+    rc = -EINVAL;
+  }
+out:
+  for (int i = 0; names != NULL && i < o.nsni; i++)
+    ec_free(MEMTYPE_CONFIG, names[i]);
+  ec_free(MEMTYPE_CONFIG, names);
+  ec_free(MEMTYPE_CONFIG, certs);
+  ec_free(MEMTYPE_CONFIG, alpn);
+  ec_free(MEMTYPE_CONFIG, tkeys);
+  return rc;
 }
 
 static int open_listener(const config_setting_t *g, int index)

@@ -10,17 +10,24 @@
  * has gone. The framework promises that socket writes never do (event.h), so the SSL
  * object sits on a small BIO of our own: send(2) with MSG_NOSIGNAL and recv(2).
  */
+#include "framework/tls.h"
 #include "ec_ssl.h"
 #include "framework/atomic.h"
+#include "shard/acceptor.h"
 #include "shard/shard.h"
 
 #include <errno.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FW__ROLE_SERVER 1
@@ -29,12 +36,13 @@
 /* A gathered write copies at most this much into one TLS record's worth of plaintext. */
 #define FW__WRITEV_MAX 16384
 
-/* Mozilla "intermediate" (v5.7) TLS 1.2 ciphers; TLS 1.3 keeps OpenSSL's defaults, which
- * are the same list. */
+/* Mozilla "intermediate" (v5.7) TLS 1.2 ciphers and TLS 1.3 suites. */
 #define FW__CIPHERS_TLS12                                                                          \
   "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"       \
   "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"         \
   "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+#define FW__SUITES_TLS13                                                                           \
+  "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 static event_io_opset fw__tls_ops;
 
@@ -209,6 +217,39 @@ static int fw__tls_fail(Event *e, ec_ssl_ctx *c, int ret, int *needmask, const c
   return -1;
 }
 
+/*
+ * The first time a server session sees its handshake finished, the session leaves the
+ * acceptor's handshake phase (listener handshake_timeout) for the idle one.
+ */
+static inline void fw__hs_check(Event *e, ec_ssl_ctx *c)
+{
+  if (!c->_priv.hs_done && c->_priv.role == FW__ROLE_SERVER && SSL_is_init_finished(c->ssl)) {
+    c->_priv.hs_done = 1;
+    if (e->_priv.session != NULL)
+      shard__session_tls_phase(e, 1);
+    ec_debug_printf(DDEBUG, EC_LOG_SSL, "TLS handshake done on fd %d: %s %s, %s", e->fd,
+                    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+                    SSL_session_reused(c->ssl) ? "resumed" : "full");
+  }
+}
+
+/*
+ * A read smaller than the record leaves decrypted bytes inside OpenSSL, where the poller
+ * cannot see them: a callback that stops reading before EAGAIN (a budget of reads, a
+ * line at a time) and waits for E_READ would wait forever. So the shard is asked to
+ * dispatch E_READ again after this callback, as if the socket were still readable.
+ */
+static void fw__more_buffered(Event *e, ec_ssl_ctx *c)
+{
+  shard *s;
+
+  if (SSL_pending(c->ssl) <= 0 || ec__load(&e->_priv.state) != SHARD__EV_SCHEDULED)
+    return;
+  s = shard__self();
+  if (s != NULL && s->id == e->_priv.owner)
+    shard__request_dispatch(s, e, E_READ);
+}
+
 static int fw__tls_read(Event *e, void *buf, int len, int *needmask)
 {
   ec_ssl_ctx *c = fw__tls(e);
@@ -225,8 +266,11 @@ static int fw__tls_read(Event *e, void *buf, int len, int *needmask)
   ERR_clear_error();
   errno = 0;
   ret = SSL_read_ex(c->ssl, buf, (size_t)len, &n);
-  if (ret > 0)
+  fw__hs_check(e, c);
+  if (ret > 0) {
+    fw__more_buffered(e, c);
     return (int)n;
+  }
   return fw__tls_fail(e, c, ret, needmask, "read");
 }
 
@@ -246,6 +290,7 @@ static int fw__tls_write(Event *e, const void *buf, int len, int *needmask)
   ERR_clear_error();
   errno = 0;
   ret = SSL_write_ex(c->ssl, buf, (size_t)len, &n);
+  fw__hs_check(e, c);
   if (ret > 0)
     return (int)n;
   if (fw__tls_fail(e, c, ret, needmask, "write") == 0) {
@@ -354,6 +399,62 @@ int ec_ssl_is_event_ssl(Event *e)
   return ec_ssl_ctx_from_event(e) != NULL;
 }
 
+int ec_ssl_get_alpn(Event *e, char *buf, size_t len)
+{
+  ec_ssl_ctx *c = ec_ssl_ctx_from_event(e);
+  const unsigned char *p = NULL;
+  unsigned n = 0;
+
+  if (c == NULL || c->ssl == NULL || buf == NULL || len == 0)
+    return -EINVAL;
+  SSL_get0_alpn_selected(c->ssl, &p, &n);
+  if (p == NULL || n == 0) {
+    buf[0] = '\0';
+    return 0;
+  }
+  if (n >= len)
+    return -ENOSPC;
+  memcpy(buf, p, n);
+  buf[n] = '\0';
+  return (int)n;
+}
+
+int ec_ssl_get_peer_subject(Event *e, char *buf, size_t len)
+{
+  ec_ssl_ctx *c = ec_ssl_ctx_from_event(e);
+  X509 *peer;
+  BIO *mem;
+  char *data;
+  long n;
+  int rc;
+
+  if (c == NULL || c->ssl == NULL || buf == NULL || len == 0)
+    return -EINVAL;
+  buf[0] = '\0';
+  peer = SSL_get0_peer_certificate(c->ssl);
+  if (peer == NULL || !SSL_is_init_finished(c->ssl) || SSL_get_verify_result(c->ssl) != X509_V_OK)
+    return 0;
+  /* A server that asks for no certificate verifies none: only report a checked one. */
+  if (c->_priv.role == FW__ROLE_SERVER && !(SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER))
+    return 0;
+  if ((mem = BIO_new(BIO_s_mem())) == NULL)
+    return -ENOMEM;
+  if (X509_NAME_print_ex(mem, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) < 0) {
+    BIO_free(mem);
+    return -ENOMEM;
+  }
+  n = BIO_get_mem_data(mem, &data);
+  if (n < 0 || (size_t)n >= len) {
+    rc = -ENOSPC;
+  } else {
+    memcpy(buf, data, (size_t)n);
+    buf[n] = '\0';
+    rc = n > 0 ? (int)n : 0;
+  }
+  BIO_free(mem);
+  return rc;
+}
+
 /* SSL ex_data index 0 is the application data slot (SSL_set_app_data). */
 static int fw__verify_cb(int ok, X509_STORE_CTX *xs)
 {
@@ -396,9 +497,579 @@ static SSL_CTX *fw__ctx_common(const SSL_METHOD *method, char *err, size_t errle
   return ctx;
 }
 
+/* ---- server contexts ---------------------------------------------------------------------- */
+
+#define FW__TKEYS_MAX 8 /* ticket keys accepted for decryption */
+
+/* A session ticket key, in the layout of nginx's 80-byte ssl_session_ticket_key files. */
+typedef struct fw__tkey {
+  unsigned char name[16];
+  unsigned char aes[32];
+  unsigned char hmac[32];
+} fw__tkey;
+
+/*
+ * What a listener's contexts share, owned by its default SSL_CTX (ex_data, freed with it).
+ * SNI contexts point at the same record; OpenSSL keeps the default context alive (as the
+ * session context) as long as any connection made from it, so the SNI contexts and this
+ * record outlive every connection.
+ */
+typedef struct fw__srv {
+  SSL_CTX *owner;
+  SSL_CTX **sni_ctx; /* one per sni entry */
+  char ***sni_names; /* configured names per entry (NULL: the certificate's own) */
+  int *sni_nnames;
+  int nsni;
+  unsigned char *alpn; /* wire format: length-prefixed names */
+  unsigned alpn_len;
+  /* Session ticket keys: [0] encrypts, all decrypt. With no key files they are random and
+   * rotate every `period_ns`; the previous key still decrypts for one more period. */
+  pthread_mutex_t tk_lock;
+  fw__tkey tk[FW__TKEYS_MAX];
+  int ntk;
+  int tk_rotate;
+  uint64_t tk_period_ns, tk_since_ns;
+  /* Session id context: a digest of what a session proves (certificate, client
+   * verification). A ticket from a listener configured otherwise, even one sharing
+   * ticket_key_files, must not resume here: OpenSSL refuses a session whose context
+   * differs, so a session without a client certificate cannot skip client_auth. */
+  unsigned char sid_ctx[SSL_MAX_SID_CTX_LENGTH];
+} fw__srv;
+
+static int fw__srv_idx = -1;
+static pthread_once_t fw__srv_once = PTHREAD_ONCE_INIT;
+
+static void fw__srv_free(fw__srv *x)
+{
+  if (x == NULL)
+    return;
+  for (int i = 0; i < x->nsni; i++) {
+    SSL_CTX_free(x->sni_ctx[i]);
+    for (int j = 0; x->sni_names[i] != NULL && j < x->sni_nnames[i]; j++)
+      ec_free(MEMTYPE_CONFIG, x->sni_names[i][j]);
+    ec_free(MEMTYPE_CONFIG, x->sni_names[i]);
+  }
+  ec_free(MEMTYPE_CONFIG, x->sni_ctx);
+  ec_free(MEMTYPE_CONFIG, x->sni_names);
+  ec_free(MEMTYPE_CONFIG, x->sni_nnames);
+  ec_free(MEMTYPE_CONFIG, x->alpn);
+  OPENSSL_cleanse(x->tk, sizeof(x->tk));
+  pthread_mutex_destroy(&x->tk_lock);
+  ec_free(MEMTYPE_CONFIG, x);
+}
+
+static void fw__srv_exfree(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
+{
+  fw__srv *x = ptr;
+
+  (void)ad, (void)idx, (void)argl, (void)argp;
+  if (x != NULL && x->owner == parent)
+    fw__srv_free(x);
+}
+
+static void fw__srv_init_idx(void)
+{
+  fw__srv_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, fw__srv_exfree);
+}
+
+static fw__srv *fw__srv_of(SSL *ssl)
+{
+  return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), fw__srv_idx);
+}
+
+static uint64_t fw__now_ns(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int fw__tkey_set(EVP_MAC_CTX *hctx, const fw__tkey *k)
+{
+  OSSL_PARAM p[3];
+
+  p[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac));
+  p[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+  p[2] = OSSL_PARAM_construct_end();
+  return EVP_MAC_CTX_set_params(hctx, p);
+}
+
+/*
+ * Session ticket encryption (RFC 5077 layout, as OpenSSL's own: key name, AES-256-CBC,
+ * HMAC-SHA256). One context per listener serves every shard, so a ticket issued on one
+ * shard opens on any other. Returns 1 (ok), 2 (ok, but issue a fresh ticket: an older key
+ * decrypted it), 0 (unknown key: full handshake), -1 (error).
+ */
+static int fw__ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+  fw__srv *x = fw__srv_of(ssl);
+  fw__tkey k;
+  int found = -1;
+
+  if (x == NULL)
+    return -1;
+  pthread_mutex_lock(&x->tk_lock);
+  if (enc && x->tk_rotate) {
+    uint64_t now = fw__now_ns();
+
+    if (now - x->tk_since_ns >= x->tk_period_ns) {
+      fw__tkey fresh;
+
+      if (RAND_bytes((unsigned char *)&fresh, sizeof(fresh)) == 1) {
+        x->tk[1] = x->tk[0];
+        x->tk[0] = fresh;
+        x->ntk = 2;
+        x->tk_since_ns = now;
+      }
+    }
+  }
+  if (enc) {
+    found = 0;
+  } else {
+    for (int i = 0; i < x->ntk && found < 0; i++)
+      if (memcmp(key_name, x->tk[i].name, sizeof(x->tk[i].name)) == 0)
+        found = i;
+  }
+  if (found >= 0)
+    k = x->tk[found];
+  pthread_mutex_unlock(&x->tk_lock);
+  if (found < 0)
+    return 0;
+  if (enc) {
+    if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1)
+      return -1;
+    memcpy(key_name, k.name, sizeof(k.name));
+    if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 ||
+        fw__tkey_set(hctx, &k) != 1)
+      return -1;
+    OPENSSL_cleanse(&k, sizeof(k));
+    return 1;
+  }
+  if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 ||
+      fw__tkey_set(hctx, &k) != 1)
+    return -1;
+  OPENSSL_cleanse(&k, sizeof(k));
+  return found == 0 ? 1 : 2;
+}
+
+/* Server-preference ALPN: the first configured protocol the client also offers. A client
+ * offering none of them gets no ALPN extension (the protocol may still refuse it). */
+static int fw__alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+  fw__srv *x = arg;
+  unsigned char *sel = NULL;
+
+  (void)ssl;
+  if (x == NULL || x->alpn_len == 0 || inlen == 0)
+    return SSL_TLSEXT_ERR_NOACK;
+  if (SSL_select_next_proto(&sel, outlen, x->alpn, x->alpn_len, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = sel;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+/* "*.example.com" covers exactly one label in front of example.com. */
+static int fw__name_match(const char *pattern, const char *host)
+{
+  if (pattern[0] == '*' && pattern[1] == '.') {
+    const char *dot = strchr(host, '.');
+
+    return dot != NULL && dot != host && strcasecmp(dot + 1, pattern + 2) == 0;
+  }
+  return strcasecmp(pattern, host) == 0;
+}
+
+/* SNI: switch the connection to the first sni entry that names the requested host. */
+static int fw__sni_cb(SSL *ssl, int *alert, void *arg)
+{
+  fw__srv *x = arg;
+  const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+  (void)alert;
+  if (x == NULL || host == NULL)
+    return SSL_TLSEXT_ERR_OK; /* the default certificate */
+  for (int i = 0; i < x->nsni; i++) {
+    int hit = 0;
+
+    if (x->sni_names[i] != NULL) {
+      for (int j = 0; j < x->sni_nnames[i] && !hit; j++)
+        hit = fw__name_match(x->sni_names[i][j], host);
+    } else {
+      X509 *cert = SSL_CTX_get0_certificate(x->sni_ctx[i]);
+
+      hit = cert != NULL && X509_check_host(cert, host, 0, 0, NULL) == 1;
+    }
+    if (hit) {
+      if (SSL_set_SSL_CTX(ssl, x->sni_ctx[i]) == NULL)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+      return SSL_TLSEXT_ERR_OK;
+    }
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+/*
+ * A development certificate made at start: EC P-256, valid for a year, for localhost,
+ * 127.0.0.1, ::1 and this machine's host name. Nothing to ship, nothing any client trusts.
+ */
+static int fw__self_signed(SSL_CTX *ctx, char *err, size_t errlen)
+{
+  EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  X509 *x = X509_new();
+  X509V3_CTX v3;
+  X509_EXTENSION *ext = NULL;
+  char host[256] = "localhost", san[512];
+  unsigned char serial[8];
+  BIGNUM *bn = NULL;
+  int ok = 0;
+
+  if (pkey == NULL || x == NULL || RAND_bytes(serial, sizeof(serial)) != 1)
+    goto out;
+  gethostname(host, sizeof(host) - 1);
+  host[sizeof(host) - 1] = '\0';
+  snprintf(san, sizeof(san), "DNS:localhost,IP:127.0.0.1,IP:::1%s%s",
+           strcmp(host, "localhost") != 0 && host[0] != '\0' ? ",DNS:" : "",
+           strcmp(host, "localhost") != 0 ? host : "");
+  serial[0] &= 0x7f; /* positive */
+  if ((bn = BN_bin2bn(serial, sizeof(serial), NULL)) == NULL ||
+      BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) == NULL)
+    goto out;
+  X509_set_version(x, 2);
+  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(x), 365L * 86400);
+  X509_set_pubkey(x, pkey);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                             (const unsigned char *)host, -1, -1, 0);
+  X509_set_issuer_name(x, X509_get_subject_name(x));
+  X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+  if ((ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san)) == NULL ||
+      !X509_add_ext(x, ext, -1) || !X509_sign(x, pkey, EVP_sha256()))
+    goto out;
+  ok = SSL_CTX_use_certificate(ctx, x) == 1 && SSL_CTX_use_PrivateKey(ctx, pkey) == 1;
+out:
+  if (!ok)
+    fw__ssl_reason("generating a self-signed certificate", err, errlen);
+  else
+    ec_debug_printf(DWARNING, EC_LOG_SSL,
+                    "TLS: using a self-signed certificate generated at start (CN %s); for "
+                    "development only, clients will not trust it",
+                    host);
+  X509_EXTENSION_free(ext);
+  BN_free(bn);
+  X509_free(x);
+  EVP_PKEY_free(pkey);
+  return ok ? 0 : -1;
+}
+
+/* Reads 80-byte ticket key files (nginx's format: name, AES key, HMAC key). */
+static int fw__ticket_keys_load(fw__srv *x, const fw__tls_opts *o, char *err, size_t errlen)
+{
+  for (int i = 0; i < o->nticket_key_files; i++) {
+    unsigned char buf[81];
+    FILE *f = fopen(o->ticket_key_files[i], "rb");
+    size_t n;
+
+    if (f == NULL) {
+      snprintf(err, errlen, "%s: %s", o->ticket_key_files[i], strerror(errno));
+      return -1;
+    }
+    n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    if (n != 80) {
+      snprintf(err, errlen,
+               "%s: a ticket key file holds exactly 80 bytes (openssl rand 80), not %zu",
+               o->ticket_key_files[i], n);
+      OPENSSL_cleanse(buf, sizeof(buf));
+      return -1;
+    }
+    memcpy(x->tk[i].name, buf, 16);
+    memcpy(x->tk[i].aes, buf + 16, 32);
+    memcpy(x->tk[i].hmac, buf + 48, 32);
+    OPENSSL_cleanse(buf, sizeof(buf));
+  }
+  x->ntk = o->nticket_key_files;
+  return 0;
+}
+
+static void fw__set_bad(const char **bad_key, const char *key)
+{
+  if (bad_key != NULL)
+    *bad_key = key;
+}
+
+/* One fully configured server context for certificate `c` (the default or an SNI one). */
+static SSL_CTX *fw__server_one(const fw__tls_opts *o, const fw__tls_cert *c, fw__srv *x, char *err,
+                               size_t errlen, const char **bad_key, char *keybuf, size_t keylen)
+{
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  const char *prefix = c == &o->def ? "" : "sni.";
+
+  if (ctx == NULL) {
+    fw__ssl_reason("SSL_CTX_new", err, errlen);
+    return NULL;
+  }
+  if (!SSL_CTX_set_min_proto_version(ctx, o->min_version) ||
+      !SSL_CTX_set_max_proto_version(ctx, o->max_version)) {
+    fw__ssl_reason("TLS versions", err, errlen);
+    fw__set_bad(bad_key, "min_version");
+    goto fail;
+  }
+  if (!SSL_CTX_set_cipher_list(ctx, o->ciphers ? o->ciphers : FW__CIPHERS_TLS12)) {
+    fw__ssl_reason("ciphers", err, errlen);
+    fw__set_bad(bad_key, "ciphers");
+    goto fail;
+  }
+  if (!SSL_CTX_set_ciphersuites(ctx, o->ciphersuites ? o->ciphersuites : FW__SUITES_TLS13)) {
+    fw__ssl_reason("ciphersuites", err, errlen);
+    fw__set_bad(bad_key, "ciphersuites");
+    goto fail;
+  }
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+  /* Tickets carry resumption state, so shards share nothing but the ticket keys: no
+   * server-side cache. One ticket per connection is enough for a client to resume. */
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_session_id_context(ctx, x->sid_ctx, sizeof(x->sid_ctx));
+  if (o->session_tickets) {
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_timeout(ctx, (long)o->session_lifetime);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, fw__ticket_cb);
+  } else {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);
+  }
+  if (c->certificate != NULL && strcmp(c->certificate, FW__TLS_SELF_SIGNED) == 0) {
+    snprintf(keybuf, keylen, "%scertificate", prefix);
+    if (fw__self_signed(ctx, err, errlen) < 0) {
+      fw__set_bad(bad_key, keybuf);
+      goto fail;
+    }
+  } else {
+    if (c->certificate == NULL || c->key == NULL) {
+      snprintf(err, errlen, "%s%s needs both certificate and key (or certificate = \"%s\")",
+               prefix[0] ? "sni entry " : "", prefix[0] ? c->label : "the tls section",
+               FW__TLS_SELF_SIGNED);
+      goto fail;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, c->certificate) != 1) {
+      fw__ssl_reason(c->certificate, err, errlen);
+      snprintf(keybuf, keylen, "%scertificate", prefix);
+      fw__set_bad(bad_key, keybuf);
+      goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1) {
+      fw__ssl_reason(c->key, err, errlen);
+      snprintf(keybuf, keylen, "%skey", prefix);
+      fw__set_bad(bad_key, keybuf);
+      goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+      fw__ssl_reason("the key does not match the certificate", err, errlen);
+      snprintf(keybuf, keylen, "%skey", prefix);
+      fw__set_bad(bad_key, keybuf);
+      goto fail;
+    }
+  }
+  if (o->client_auth != FW__TLS_AUTH_NONE) {
+    STACK_OF(X509_NAME) * names;
+
+    if (o->client_ca == NULL) {
+      snprintf(err, errlen, "client_auth needs client_ca (the CAs that sign client certificates)");
+      fw__set_bad(bad_key, "client_auth");
+      goto fail;
+    }
+    if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL) != 1 ||
+        (names = SSL_load_client_CA_file(o->client_ca)) == NULL) {
+      fw__ssl_reason(o->client_ca, err, errlen);
+      fw__set_bad(bad_key, "client_ca");
+      goto fail;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names);
+    SSL_CTX_set_verify(
+        ctx,
+        SSL_VERIFY_PEER |
+            (o->client_auth == FW__TLS_AUTH_REQUIRED ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        fw__verify_cb);
+    SSL_CTX_set_verify_depth(ctx, o->verify_depth > 0 ? o->verify_depth : 4);
+  }
+  if (x->alpn_len > 0)
+    SSL_CTX_set_alpn_select_cb(ctx, fw__alpn_cb, x);
+  if (!SSL_CTX_set_ex_data(ctx, fw__srv_idx, x)) {
+    fw__ssl_reason("SSL_CTX_set_ex_data", err, errlen);
+    goto fail;
+  }
+  return ctx;
+fail:
+  SSL_CTX_free(ctx);
+  return NULL;
+}
+
+SSL_CTX *fw__tls_server_ctx_build(const fw__tls_opts *o, char *err, size_t errlen,
+                                  const char **bad_key)
+{
+  static __thread char keybuf[128];
+  fw__srv *x;
+  SSL_CTX *ctx = NULL;
+  size_t wire = 0;
+
+  fw__set_bad(bad_key, NULL);
+  pthread_once(&fw__srv_once, fw__srv_init_idx);
+  if (fw__srv_idx < 0) {
+    snprintf(err, errlen, "no OpenSSL ex_data index");
+    return NULL;
+  }
+  if (o->min_version > o->max_version) {
+    snprintf(err, errlen, "min_version is above max_version");
+    fw__set_bad(bad_key, "min_version");
+    return NULL;
+  }
+  if (o->nticket_key_files > FW__TKEYS_MAX) {
+    snprintf(err, errlen, "at most %d ticket key files", FW__TKEYS_MAX);
+    fw__set_bad(bad_key, "ticket_key_files");
+    return NULL;
+  }
+  if ((x = ec_malloc_size(MEMTYPE_CONFIG, sizeof(*x))) == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  memset(x, 0, sizeof(*x));
+  pthread_mutex_init(&x->tk_lock, NULL);
+  for (int i = 0; i < o->nalpn; i++) {
+    size_t n = strlen(o->alpn[i]);
+
+    if (n == 0 || n > 255) {
+      snprintf(err, errlen, "an ALPN protocol name has 1 to 255 bytes ('%s')", o->alpn[i]);
+      fw__set_bad(bad_key, "alpn");
+      goto fail;
+    }
+    wire += n + 1;
+  }
+  if (wire > 0) {
+    unsigned char *p;
+
+    if (wire > 65535 || (x->alpn = ec_malloc_size(MEMTYPE_CONFIG, wire)) == NULL) {
+      snprintf(err, errlen, "ALPN list too long");
+      fw__set_bad(bad_key, "alpn");
+      goto fail;
+    }
+    p = x->alpn;
+    for (int i = 0; i < o->nalpn; i++) {
+      size_t n = strlen(o->alpn[i]);
+
+      *p++ = (unsigned char)n;
+      memcpy(p, o->alpn[i], n);
+      p += n;
+    }
+    x->alpn_len = (unsigned)wire;
+  }
+  if (o->session_tickets) {
+    if (o->nticket_key_files > 0) {
+      if (fw__ticket_keys_load(x, o, err, errlen) < 0) {
+        fw__set_bad(bad_key, "ticket_key_files");
+        goto fail;
+      }
+    } else {
+      if (RAND_bytes((unsigned char *)&x->tk[0], sizeof(x->tk[0])) != 1) {
+        fw__ssl_reason("ticket key", err, errlen);
+        goto fail;
+      }
+      x->ntk = 1;
+      x->tk_rotate = 1;
+      x->tk_period_ns = (uint64_t)(o->session_lifetime * 1e9);
+      x->tk_since_ns = fw__now_ns();
+    }
+  }
+  {
+    char what[2048];
+    unsigned int dlen = 0;
+    unsigned char md[EVP_MAX_MD_SIZE];
+
+    snprintf(what, sizeof(what), "ecshard|%s|%d|%s|%d",
+             o->def.certificate ? o->def.certificate : "", o->client_auth,
+             o->client_ca ? o->client_ca : "", o->verify_depth);
+    if (EVP_Digest(what, strlen(what), md, &dlen, EVP_sha256(), NULL) != 1 ||
+        dlen < sizeof(x->sid_ctx)) {
+      fw__ssl_reason("session id context", err, errlen);
+      goto fail;
+    }
+    memcpy(x->sid_ctx, md, sizeof(x->sid_ctx));
+  }
+  ctx = fw__server_one(o, &o->def, x, err, errlen, bad_key, keybuf, sizeof(keybuf));
+  if (ctx == NULL)
+    goto fail;
+  x->owner = ctx; /* from here on the context frees x */
+  if (o->nsni > 0) {
+    x->sni_ctx = ec_malloc_size(MEMTYPE_CONFIG, sizeof(*x->sni_ctx) * (size_t)o->nsni);
+    x->sni_names = ec_malloc_size(MEMTYPE_CONFIG, sizeof(*x->sni_names) * (size_t)o->nsni);
+    x->sni_nnames = ec_malloc_size(MEMTYPE_CONFIG, sizeof(*x->sni_nnames) * (size_t)o->nsni);
+    if (x->sni_ctx == NULL || x->sni_names == NULL || x->sni_nnames == NULL) {
+      snprintf(err, errlen, "out of memory");
+      goto fail_ctx;
+    }
+    for (int i = 0; i < o->nsni; i++) {
+      const fw__tls_cert *c = &o->sni[i];
+      SSL_CTX *sc = fw__server_one(o, c, x, err, errlen, bad_key, keybuf, sizeof(keybuf));
+
+      if (sc == NULL) {
+        /* Name the entry: "sni.NAME.key". */
+        if (bad_key != NULL && *bad_key == keybuf) {
+          const char *tail = strcmp(keybuf + 4, "key") == 0 ? "key" : "certificate";
+
+          snprintf(keybuf, sizeof(keybuf), "sni.%s.%s", c->label, tail);
+        }
+        goto fail_ctx;
+      }
+      x->sni_ctx[x->nsni] = sc;
+      x->sni_names[x->nsni] = NULL;
+      x->sni_nnames[x->nsni] = 0;
+      x->nsni++;
+      if (c->nnames > 0) {
+        char **names = ec_malloc_size(MEMTYPE_CONFIG, sizeof(*names) * (size_t)c->nnames);
+
+        if (names == NULL) {
+          snprintf(err, errlen, "out of memory");
+          goto fail_ctx;
+        }
+        x->sni_names[x->nsni - 1] = names;
+        for (int j = 0; j < c->nnames; j++) {
+          if ((names[j] = ec_mt_strdup(MEMTYPE_CONFIG, c->names[j])) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail_ctx;
+          }
+          x->sni_nnames[x->nsni - 1] = j + 1;
+        }
+      }
+    }
+    SSL_CTX_set_tlsext_servername_callback(ctx, fw__sni_cb);
+    SSL_CTX_set_tlsext_servername_arg(ctx, x);
+  }
+  return ctx;
+fail_ctx:
+  SSL_CTX_free(ctx); /* frees x */
+  return NULL;
+fail:
+  fw__srv_free(x);
+  return NULL;
+}
+
 SSL_CTX *ec_ssl_server_ctx_new(const char *cert_chain_file, const char *key_file, char *err,
                                size_t errlen)
 {
+  fw__tls_opts o = {
+      .def = {.label = "default", .certificate = cert_chain_file, .key = key_file},
+      .min_version = TLS1_2_VERSION,
+      .max_version = TLS1_3_VERSION,
+      .session_tickets = 1,
+      .session_lifetime = 3600,
+  };
+  char buf[256];
   SSL_CTX *ctx;
 
   if (cert_chain_file == NULL || key_file == NULL) {
@@ -406,28 +1077,14 @@ SSL_CTX *ec_ssl_server_ctx_new(const char *cert_chain_file, const char *key_file
       snprintf(err, errlen, "certificate and key files are required");
     return NULL;
   }
-  if ((ctx = fw__ctx_common(TLS_server_method(), err, errlen)) == NULL)
-    return NULL;
-  /* Tickets carry resumption state, so shards share nothing: no server-side cache. */
-  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
-  if (SSL_CTX_use_certificate_chain_file(ctx, cert_chain_file) != 1) {
-    fw__ssl_reason(cert_chain_file, err, errlen);
-    goto fail;
+  if (err == NULL || errlen == 0) {
+    err = buf;
+    errlen = sizeof(buf);
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-    fw__ssl_reason(key_file, err, errlen);
-    goto fail;
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
-    fw__ssl_reason("key does not match the certificate", err, errlen);
-    goto fail;
-  }
+  ctx = fw__tls_server_ctx_build(&o, err, errlen, NULL);
+  if (ctx == NULL)
+    ec_debug_printf(DERROR, EC_LOG_SSL, "ec_ssl_server_ctx_new: %s", err);
   return ctx;
-fail:
-  ec_debug_printf(DERROR, EC_LOG_SSL, "ec_ssl_server_ctx_new: %s", err ? err : "failed");
-  SSL_CTX_free(ctx);
-  return NULL;
 }
 
 SSL_CTX *ec_ssl_client_ctx_new(const char *ca_file, char *err, size_t errlen)
@@ -527,5 +1184,8 @@ int ec_ssl_starttls(Event *e, SSL_CTX *ctx, minimal_tryread_construct *mtc)
   rc = ec_ssl_attach_server(e, ctx);
   if (rc < 0)
     return rc;
+  /* The TLS handshake is bounded by the listener's handshake_timeout, from now. */
+  if (e->_priv.session != NULL)
+    shard__session_tls_phase(e, 0);
   return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
 }

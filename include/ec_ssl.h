@@ -32,6 +32,7 @@ typedef int (*ec_ssl_verify_callback_func)(ec_ssl_ctx *ctx, void *closure, int p
 /* Private part of an ec_ssl_ctx. Do not touch. */
 struct ec_ssl_priv {
   int role;         /* server or client */
+  int hs_done;      /* the handshake has finished (seen by a read or write) */
   char errbuf[256]; /* error_string points here */
 };
 
@@ -61,8 +62,26 @@ EC_API ec_ssl_ctx *ec_ssl_ctx_from_event(Event *e);
 EC_API int ec_ssl_is_event_ssl(Event *e);
 
 /*
+ * The ALPN protocol the handshake agreed on, copied NUL-terminated into buf: its length,
+ * 0 when none was negotiated (the client offered none of the listener's `alpn` list, or
+ * the handshake has not finished yet), -EINVAL (not a TLS Event, or no buffer), -ENOSPC
+ * (buf too small; 256 bytes always suffice). Owner thread.
+ */
+EC_API int ec_ssl_get_alpn(Event *e, char *buf, size_t len);
+
+/*
+ * The subject (RFC 2253, e.g. "CN=alice,O=Example") of the peer's certificate, if the
+ * peer sent one and it verified (on a server: the listener's client_auth is "optional" or
+ * "required"; on a client: the server's chain): its length, 0 when there is none (not
+ * sent, not checked, or the handshake has not finished), -EINVAL, -ENOSPC, -ENOMEM.
+ * Owner thread.
+ */
+EC_API int ec_ssl_get_peer_subject(Event *e, char *buf, size_t len);
+
+/*
  * A server context: TLS 1.2 and 1.3, Mozilla "intermediate" ciphers, no renegotiation, no
- * compression, session tickets on (no server-side session cache). Loads the PEM chain and
+ * compression, session tickets on (random keys rotated hourly, shared by every connection
+ * made from the context: no server-side session cache). Loads the PEM chain and
  * key and checks that they match. NULL on failure with the reason in err (if not NULL).
  * Free with SSL_CTX_free. Any thread.
  */

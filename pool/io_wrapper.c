@@ -116,7 +116,7 @@ static void read_fd(io_job *j, int fd, const struct stat *st, const io_cfg *c)
 {
   string *s = j->buffer;
   size_t got = 0, max = (size_t)c->max_size;
-  size_t chunk = 64 * 1024;
+  size_t chunk = (size_t)64 * 1024;
   int err;
 
   /* A regular file's size is known: one allocation, whose spare byte lets the read that
@@ -141,7 +141,7 @@ static void read_fd(io_job *j, int fd, const struct stat *st, const io_cfg *c)
         set_result(j, IOJ_STORE_FAILED, err);
         return;
       }
-      if (chunk < 1024 * 1024)
+      if (chunk < (size_t)1024 * 1024)
         chunk *= 2;
       free_bytes = s->allocd - s->len - 1;
     }

@@ -116,6 +116,17 @@ static void set_phase(shard *s, struct ec_session *ss, int phase)
   append_session(s, ss);
 }
 
+void shard__session_tls_phase(Event *e, int done)
+{
+  struct ec_session *ss = e->_priv.session;
+  shard *s = shard__self();
+  int phase = done ? SHARD__SESSION_ACTIVE : SHARD__SESSION_HANDSHAKE;
+
+  if (ss == NULL || s == NULL || ss->shard != s->id || ss->ev != e || ss->phase == phase)
+    return;
+  set_phase(s, ss, phase); /* the handshake deadline counts from here */
+}
+
 /* ---- ending sessions ---------------------------------------------------------------------- */
 
 static void session_end_local(void *arg)
@@ -207,7 +218,10 @@ static int start_protocol(shard *s, struct ec_session *ss, Event *e, const ec_ac
   fw__listener *l = fw__listener_get(ss->listener);
   int mask;
 
-  set_phase(s, ss, SHARD__SESSION_ACTIVE);
+  /* Implicit TLS stays in the handshake phase (its deadline still counting from accept)
+   * until tls.c reports the TLS handshake finished (shard__session_tls_phase). */
+  if (!l->tls_implicit)
+    set_phase(s, ss, SHARD__SESSION_ACTIVE);
   if (l->proto->accept_hook != NULL && l->proto->accept_hook(info, l->proto->closure) != 0) {
     ec__fetch_add(&l->refused, 1);
     refuse(l, e->fd);
@@ -588,7 +602,14 @@ static void expire(shard *s, struct ec_session *ss)
   fw__listener *l = fw__listener_get(ss->listener);
   Event *e = ss->ev;
 
-  shard__session_touch(s, ss); /* another full period before it is looked at again */
+  /* Another full period before it is looked at again. Moved by hand: touching does not
+   * move a session in the handshake phase, and one left at the head would be picked again
+   * at every iteration. */
+  ss->last_ns = s->now_ns;
+  if (s->lstates[ss->listener].tail[ss->phase] != ss) {
+    unlink_session(s, ss);
+    append_session(s, ss);
+  }
   if (e == NULL || ec__load(&e->_priv.state) != SHARD__EV_SCHEDULED ||
       (e->_priv.flags & SHARD__EVF_DISPATCHING))
     return; /* suspended (a worker has it) or busy: try again later */

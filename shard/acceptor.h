@@ -36,6 +36,12 @@ int shard__acceptor_install(fw__listener *l, int fd, int shard, int single, cons
 /* Owner thread: a readiness dispatch of a session's Event (idle timer restarts). */
 void shard__session_touch(shard *s, struct ec_session *ss);
 
+/* TLS (framework/tls.c), owner thread: `done` 0 when a STARTTLS handshake begins on `e`,
+ * 1 when a server handshake has finished. While it runs, the session is in the handshake
+ * phase, bounded by the listener's handshake_timeout. Sessions of other shards, or an
+ * Event without a session, are left alone. */
+void shard__session_tls_phase(Event *e, int done);
+
 /* The session's Event is being closed (any thread: off the owner it is posted). */
 void shard__session_end(struct ec_session *ss);
 

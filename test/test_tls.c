@@ -716,6 +716,258 @@ static void t_listener_tls(void)
   stop();
 }
 
+/* ---- (g) reads smaller than a record -------------------------------------------------- */
+
+/*
+ * A server that reads 100 bytes per dispatch and then waits for E_READ: the rest of each
+ * 16 KiB record sits decrypted inside OpenSSL, invisible to the poller; the opset must
+ * get the callback dispatched again or the echo stalls.
+ */
+typedef struct sip {
+  event_io_state st;
+  srv_result *res;
+} sip;
+
+static int sip_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  sip *x = closure;
+  char buf[100];
+  int need, n, rc;
+
+  if (ec_event_io_pending(&x->st) > 0) {
+    rc = event_io_retry(e, &x->st);
+    if (rc == EVENT_IO_PENDING)
+      return x->st.needmask;
+    if (rc == EVENT_IO_ERROR)
+      goto done;
+  }
+  n = event_read(e, buf, sizeof(buf), &need);
+  if (n > 0) {
+    rc = event_io_write(e, buf, n, &x->st);
+    if (rc == EVENT_IO_PENDING)
+      return x->st.needmask;
+    if (rc == EVENT_IO_ERROR)
+      goto done;
+    return E_READ; /* one small read per dispatch, on purpose */
+  }
+  if (n < 0 && errno == EAGAIN)
+    return need;
+done:
+  event_io_state_clean(&x->st);
+  event_close(e);
+  __atomic_add_fetch(&x->res->closed, 1, __ATOMIC_RELEASE);
+  free(x);
+  return 0;
+}
+
+static void t_small_reads(void)
+{
+  srv_result res = {0};
+  sip *x = calloc(1, sizeof(*x));
+  int sv[2];
+  Event *c, *e;
+
+  ASSERT_NOT_NULL(x);
+  start();
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  x->res = &res;
+  e = build_fd_event(sv[0], E_READ, 0, sip_cb, x);
+  ASSERT_NOT_NULL(e);
+  ASSERT_EQ(ec_event_place(e, 0), 0);
+  ASSERT_EQ(ec_ssl_attach_server(e, sctx), 0);
+  schedule_event(e);
+  c = client_event(sv[1], "localhost");
+  ASSERT_NOT_NULL(c);
+  /* client_echo writes 16 KiB at a time: whole records, read back 100 bytes at a time. */
+  ASSERT_EQ(client_echo(c, 256 * 1024), 0);
+  client_free(c);
+  ASSERT_TRUE(unit_wait_ge(&res.closed, 1, 5000));
+  stop();
+}
+
+/* ---- (h) ALPN and client certificates through a listener --------------------------------- */
+
+static char seen_alpn[64], seen_subject[256];
+static int seen_alpn_rc = -100, seen_subject_rc = -100, seen_plain_rc = -100;
+
+/* The echo, which records once what the protocol can learn after the handshake. */
+static int info_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  int rc = echo_cb(e, type, closure, now);
+  ec_ssl_ctx *c;
+
+  if (rc == 0) /* closed (and x freed) */
+    return 0;
+  c = ec_ssl_ctx_from_event(e);
+  if (c != NULL && SSL_is_init_finished(c->ssl) &&
+      __atomic_load_n(&seen_alpn_rc, __ATOMIC_ACQUIRE) == -100) {
+    seen_subject_rc = ec_ssl_get_peer_subject(e, seen_subject, sizeof(seen_subject));
+    __atomic_store_n(&seen_alpn_rc, ec_ssl_get_alpn(e, seen_alpn, sizeof(seen_alpn)),
+                     __ATOMIC_RELEASE);
+  }
+  return rc;
+}
+
+static int info_start(Event *e, const ec_accept_info *info, void *closure)
+{
+  echo *x = calloc(1, sizeof(*x));
+  char buf[64];
+
+  if (x == NULL)
+    return 0;
+  /* Before the handshake: nothing negotiated yet; a plain Event is refused. */
+  if (ec_ssl_get_alpn(e, buf, sizeof(buf)) != 0 || ec_ssl_get_peer_subject(e, buf, 64) != 0)
+    __atomic_store_n(&seen_plain_rc, -1, __ATOMIC_RELAXED);
+  else
+    __atomic_store_n(&seen_plain_rc, 0, __ATOMIC_RELAXED);
+  x->res = &lres;
+  e->callback = info_cb;
+  e->closure = x;
+  return E_READ;
+}
+
+static void t_alpn_client_cert(void)
+{
+  ec_framework_options o = unit_options(2);
+  ec_protocol p = {.name = "tlsinfo", .session_start = info_start};
+  static const unsigned char offer[] = "\x08http/1.1\x02h2";
+  char text[1024], err[256], buf[64];
+  int port = free_port(), fd, sv[2];
+  Event *c, *plain;
+
+  if (!have_cert) {
+    CU_ASSERT_EQUAL_FATAL(make_cert(), 0);
+    have_cert = 1;
+  }
+  memset(&lres, 0, sizeof(lres));
+  /* The test certificate is self-signed: it is its own CA, for the client's too. */
+  snprintf(text, sizeof(text),
+           "listener = { t = { listen = \"127.0.0.1:%d\"; protocol = \"tlsinfo\";\n"
+           "  tls = { certificate = \"%s\"; key = \"%s\"; alpn = [ \"h2\", \"http/1.1\" ];\n"
+           "          client_auth = \"optional\"; client_ca = \"%s\"; }; }; };",
+           port, cert_path, key_path, cert_path);
+  o.config_text = text;
+  cctx = ec_ssl_client_ctx_new(cert_path, err, sizeof(err));
+  ASSERT_NOT_NULL(cctx);
+  ASSERT_EQ(SSL_CTX_set_alpn_protos(cctx, offer, sizeof(offer) - 1), 0);
+  ASSERT_EQ(SSL_CTX_use_certificate_file(cctx, cert_path, SSL_FILETYPE_PEM), 1);
+  ASSERT_EQ(SSL_CTX_use_PrivateKey_file(cctx, key_path, SSL_FILETYPE_PEM), 1);
+  ASSERT_EQ(ec_protocol_register(&p), 0);
+  ASSERT_EQ(ec_framework_init(&o), 0);
+  ASSERT_EQ(ec_framework_start(), 0);
+  fd = connect_port(port);
+  ASSERT_GE(fd, 0);
+  c = client_event(fd, "localhost");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(client_echo(c, 4096), 0);
+  for (int i = 0; i < 100 && __atomic_load_n(&seen_alpn_rc, __ATOMIC_ACQUIRE) == -100; i++)
+    usleep(20000);
+  ASSERT_EQ(__atomic_load_n(&seen_plain_rc, __ATOMIC_RELAXED), 0);
+  ASSERT_EQ(__atomic_load_n(&seen_alpn_rc, __ATOMIC_ACQUIRE), 2);
+  ASSERT_STR_EQ(seen_alpn, "h2");
+  ASSERT_EQ(seen_subject_rc, (int)strlen("CN=localhost"));
+  ASSERT_STR_EQ(seen_subject, "CN=localhost");
+  /* The client side sees the same protocol and the server's verified subject. */
+  ASSERT_EQ(ec_ssl_get_alpn(c, buf, sizeof(buf)), 2);
+  ASSERT_STR_EQ(buf, "h2");
+  ASSERT_EQ(ec_ssl_get_peer_subject(c, buf, sizeof(buf)), (int)strlen("CN=localhost"));
+  ASSERT_EQ(ec_ssl_get_alpn(c, buf, 2), -ENOSPC);
+  ASSERT_EQ(ec_ssl_get_peer_subject(c, buf, 4), -ENOSPC);
+  client_free(c);
+  ASSERT_TRUE(unit_wait_ge(&lres.closed, 1, 5000));
+  /* A plain Event has no TLS to ask about. */
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  plain = build_fd_event(sv[0], E_READ, 0, noop_cb, NULL);
+  ASSERT_NOT_NULL(plain);
+  ASSERT_EQ(ec_ssl_get_alpn(plain, buf, sizeof(buf)), -EINVAL);
+  ASSERT_EQ(ec_ssl_get_peer_subject(plain, buf, sizeof(buf)), -EINVAL);
+  ASSERT_EQ(ec_ssl_get_alpn(NULL, buf, sizeof(buf)), -EINVAL);
+  event_close(plain);
+  event_free(plain);
+  close(sv[1]);
+  stop();
+}
+
+/* ---- (i) the handshake timeout bounds a STARTTLS handshake ------------------------------- */
+
+static stls_result tres;
+static SSL_CTX *listener_ctx; /* info->tls_ctx, as the protocol would use it */
+
+/* stls_cb upgrades with the global sctx: point it at the listener's context. */
+static int stls_timeout_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  if (type & E_TIMEOUT) {
+    stls *x = closure;
+
+    minimal_tryread_construct_free(&x->mtc);
+    event_io_state_clean(&x->st);
+    event_close(e);
+    __atomic_add_fetch(&x->res->closed, 1, __ATOMIC_RELEASE);
+    free(x);
+    return 0;
+  }
+  return stls_cb(e, type, closure, now);
+}
+
+static int stls_start(Event *e, const ec_accept_info *info, void *closure)
+{
+  stls *x = calloc(1, sizeof(*x));
+
+  if (x == NULL || info->tls_ctx == NULL || info->tls)
+    return 0;
+  listener_ctx = info->tls_ctx;
+  sctx = listener_ctx;
+  x->res = &tres;
+  e->callback = stls_timeout_cb;
+  e->closure = x;
+  return E_READ;
+}
+
+static void t_starttls_handshake_timeout(void)
+{
+  ec_framework_options o = unit_options(2);
+  ec_protocol p = {.name = "stlsline", .session_start = stls_start};
+  char text[1024], line[64];
+  int port = free_port(), fd, closed = 0;
+
+  if (!have_cert) {
+    CU_ASSERT_EQUAL_FATAL(make_cert(), 0);
+    have_cert = 1;
+  }
+  memset(&tres, 0, sizeof(tres));
+  /* A long idle timeout and a short handshake timeout: only the latter can close it. */
+  snprintf(text, sizeof(text),
+           "listener = { s = { listen = \"127.0.0.1:%d\"; protocol = \"stlsline\";\n"
+           "  idle_timeout = 600.0; handshake_timeout = 0.3;\n"
+           "  tls = { certificate = \"%s\"; key = \"%s\"; mode = \"starttls\"; }; }; };",
+           port, cert_path, key_path);
+  o.config_text = text;
+  ASSERT_EQ(ec_protocol_register(&p), 0);
+  ASSERT_EQ(ec_framework_init(&o), 0);
+  ASSERT_EQ(ec_framework_start(), 0);
+  fd = connect_port(port);
+  ASSERT_GE(fd, 0);
+  /* The plaintext part is an active session: it outlives the handshake timeout. */
+  usleep(600000);
+  ASSERT_EQ(write(fd, "STARTTLS\r\n", 10), 10);
+  ASSERT_GT(read_plain_line(fd, line, sizeof(line)), 0);
+  ASSERT_STR_EQ(line, "220 go ahead\r\n");
+  /* Now no ClientHello: the server must close within the handshake timeout (bounded
+   * wait here, 10 s, far above 0.3 s). */
+  for (int i = 0; i < 200 && !closed; i++) {
+    struct pollfd pf = {fd, POLLIN, 0};
+    char c;
+
+    if (poll(&pf, 1, 50) > 0 && read(fd, &c, 1) <= 0)
+      closed = 1;
+  }
+  ASSERT_TRUE(closed);
+  ASSERT_TRUE(unit_wait_ge(&tres.closed, 1, 5000));
+  close(fd);
+  sctx = NULL; /* the listener's: stop() must not free it */
+  stop();
+}
+
 static void t_cleanup_files(void)
 {
   if (have_cert) {
@@ -731,6 +983,9 @@ static const unit_test tests[] = {UNIT_TEST(t_echo_1mib),
                                   UNIT_TEST(t_wrong_hostname),
                                   UNIT_TEST(t_errors),
                                   UNIT_TEST(t_listener_tls),
+                                  UNIT_TEST(t_small_reads),
+                                  UNIT_TEST(t_alpn_client_cert),
+                                  UNIT_TEST(t_starttls_handshake_timeout),
                                   UNIT_TEST(t_cleanup_files),
                                   {NULL, NULL}};
 UNIT_MAIN("tls", tests)
