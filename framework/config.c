@@ -47,8 +47,21 @@ static const char default_text[] =
     "# message is dropped and counted rather than stalling a shard.\n"
     "log = {\n"
     "  level = \"warning\";      # debug | info | notice | warning | error | critical\n"
-    "  file = \"\";              # empty: stderr\n"
+    "  file = \"\";              # empty: stderr; reopened on SIGUSR1 (log rotation)\n"
+    "  target = \"auto\";        # auto (file if set, else stderr) | stderr | file | syslog\n"
+    "  syslog_facility = \"daemon\";\n"
+    "  syslog_ident = \"ecshard\";\n"
     "  queue_size = 8192;      # queued messages; a power of two >= 16\n"
+    "};\n"
+    "\n"
+    "# Stall detection (docs/operations.md): an iteration or callback running longer than\n"
+    "# stall_threshold seconds is logged with the callback's name; a shard that finishes no\n"
+    "# iteration for stuck_timeout seconds is reported as stuck. callback_timing times every\n"
+    "# callback (two clock reads each) for the duration histogram and exact reports.\n"
+    "watchdog = {\n"
+    "  stall_threshold = 0.2;\n"
+    "  stuck_timeout = 5.0;\n"
+    "  callback_timing = false;\n"
     "};\n"
     "\n"
     "# Connections: process-wide limits (0 = none) and what happens on EMFILE/ENFILE.\n"
@@ -178,9 +191,17 @@ static const cfg_entry event_loop_schema[] = {
     {.name = NULL},
 };
 
+static const char *const log_targets[] = {"auto", "stderr", "file", "syslog", NULL};
+static const char *const syslog_facilities[] = {"daemon", "user",   "mail",   "local0",
+                                                "local1", "local2", "local3", "local4",
+                                                "local5", "local6", "local7", NULL};
+
 static const cfg_entry log_schema[] = {
     {.name = "level", .type = CFG_STRING, .check = check_log_level},
     {.name = "file", .type = CFG_STRING},
+    {.name = "target", .type = CFG_STRING, .choices = log_targets},
+    {.name = "syslog_facility", .type = CFG_STRING, .choices = syslog_facilities},
+    {.name = "syslog_ident", .type = CFG_STRING},
     {.name = "queue_size", .type = CFG_INT, .min = 16, .max = 1 << 24, .check = check_pow2},
     {.name = NULL},
 };
@@ -305,11 +326,19 @@ static const cfg_entry io_wrapper_schema[] = {
     {.name = NULL},
 };
 
+/* Stall detection and callback timing (shard/stats.c). */
+static const cfg_entry watchdog_schema[] = {
+    {.name = "stall_threshold", .type = CFG_FLOAT, .check = check_seconds},
+    {.name = "stuck_timeout", .type = CFG_FLOAT, .check = check_seconds},
+    {.name = "callback_timing", .type = CFG_BOOL},
+    {.name = NULL},
+};
+
 static const cfg_entry debug_flags_member = {
     .name = "debug_flags member", .type = CFG_STRING_LIST, .check = check_subsystem};
 
 #define MAX_SECTIONS 32 /* module sections (ec_config_section_register) */
-#define ROOT_BUILTIN 8  /* the framework's own sections, the first rows below */
+#define ROOT_BUILTIN 9  /* the framework's own sections, the first rows below */
 
 /* Not const: module sections are appended before the NULL row (ec_config_section_register,
  * before init, under section_lock), so the validator and --set see them like the built-in
@@ -329,6 +358,7 @@ static cfg_entry root_members[] = {
      .of = &threadpool_member,
      .key_check = check_pool_name},
     {.name = "io_wrapper", .type = CFG_GROUP, .members = io_wrapper_schema},
+    {.name = "watchdog", .type = CFG_GROUP, .members = watchdog_schema},
     {.name = NULL},
     [ROOT_BUILTIN + MAX_SECTIONS] = {.name = NULL},
 };
@@ -784,13 +814,22 @@ typedef struct origin_name {
 typedef struct cfg_state {
   config_t cfg;
   origin_name *origins;
+  struct cfg_state *prev; /* the configuration a reload replaced, kept until unload */
 } cfg_state;
 
+/* Written at load, reload (release) and unload; read by any thread (acquire): a reload
+ * publishes a complete new state, and the old one stays alive until unload, so that
+ * pointers ec_config_get_string returned stay valid. */
 static cfg_state *g_state;
+
+static cfg_state *state_get(void)
+{
+  return __atomic_load_n(&g_state, __ATOMIC_ACQUIRE); /* pairs with the release stores */
+}
 
 static int config_loaded(void)
 {
-  return g_state != NULL;
+  return state_get() != NULL;
 }
 
 static const char *intern(cfg_state *st, const char *text)
@@ -816,6 +855,8 @@ static void state_free(cfg_state *st)
 {
   origin_name *o, *next;
 
+  if (st->prev != NULL)
+    state_free(st->prev);
   config_destroy(&st->cfg);
   for (o = st->origins; o != NULL; o = next) {
     next = o->next;
@@ -1462,13 +1503,166 @@ static int config_build(const ec_framework_options *opts, cfg_state *st, cfg_err
   return check_config(&st->cfg, &root_schema, "<config>", 1, er) ? -EINVAL : 0;
 }
 
+/* What init read, kept for fw__config_reload. */
+static struct {
+  char *file, *text;
+  char **set;
+  int shards;
+} src;
+
+static void src_free(void)
+{
+  free(src.file);
+  free(src.text);
+  for (char **p = src.set; p != NULL && *p != NULL; p++)
+    free(*p);
+  free(src.set);
+  memset(&src, 0, sizeof(src));
+}
+
+static int src_keep(const ec_framework_options *opts)
+{
+  size_t n = 0;
+
+  src_free();
+  if (opts == NULL)
+    return 0;
+  src.shards = opts->shards;
+  if ((opts->config_file && !(src.file = strdup(opts->config_file))) ||
+      (opts->config_text && !(src.text = strdup(opts->config_text))))
+    goto oom;
+  while (opts->set != NULL && opts->set[n] != NULL)
+    n++;
+  src.set = calloc(n + 1, sizeof(*src.set));
+  if (src.set == NULL)
+    goto oom;
+  for (size_t i = 0; i < n; i++)
+    if ((src.set[i] = strdup(opts->set[i])) == NULL)
+      goto oom;
+  return 0;
+oom:
+  src_free();
+  return -ENOMEM;
+}
+
+int fw__config_reload(const config_t **old_cfg, const config_t **new_cfg)
+{
+  ec_framework_options o = {.config_file = src.file,
+                            .config_text = src.text,
+                            .set = (const char *const *)src.set,
+                            .shards = src.shards};
+  cfg_errors er = {.log = 1};
+  cfg_state *st, *cur = state_get();
+
+  if (cur == NULL)
+    return -ESHUTDOWN;
+  st = calloc(1, sizeof(*st));
+  if (st == NULL)
+    return -ENOMEM;
+  config_init(&st->cfg);
+  config_set_options(&st->cfg, CONFIG_OPTION_SEMICOLON_SEPARATORS);
+  if (config_build(&o, st, &er) != 0) {
+    state_free(st);
+    return -EINVAL;
+  }
+  st->prev = cur;
+  *old_cfg = &cur->cfg;
+  *new_cfg = &st->cfg;
+  /* Pairs with the acquire load in state_get. */
+  __atomic_store_n(&g_state, st, __ATOMIC_RELEASE);
+  return 0;
+}
+
+/* "value" of a scalar, array or list setting, for fw__config_diff. */
+static void value_text(const config_setting_t *s, char *buf, size_t len)
+{
+  size_t n = 0;
+
+  buf[0] = '\0';
+  if (s == NULL) {
+    snprintf(buf, len, "(unset)");
+    return;
+  }
+  switch (config_setting_type(s)) {
+  case CONFIG_TYPE_INT:
+  case CONFIG_TYPE_INT64:
+    snprintf(buf, len, "%lld", config_setting_get_int64(s));
+    return;
+  case CONFIG_TYPE_FLOAT:
+    snprintf(buf, len, "%g", config_setting_get_float(s));
+    return;
+  case CONFIG_TYPE_BOOL:
+    snprintf(buf, len, "%s", config_setting_get_bool(s) ? "true" : "false");
+    return;
+  case CONFIG_TYPE_STRING:
+    snprintf(buf, len, "\"%s\"", config_setting_get_string(s));
+    return;
+  default:
+    break;
+  }
+  n += (size_t)snprintf(buf + n, len - n, "[");
+  for (int i = 0; i < config_setting_length(s) && n < len; i++) {
+    char el[256];
+
+    value_text(config_setting_get_elem(s, (unsigned)i), el, sizeof(el));
+    n += (size_t)snprintf(buf + n, len - n, "%s%s", i ? ", " : "", el);
+  }
+  if (n < len)
+    snprintf(buf + n, len - n, "]");
+}
+
+static int is_group(const config_setting_t *s)
+{
+  return s != NULL && config_setting_type(s) == CONFIG_TYPE_GROUP;
+}
+
+static void diff_walk(const config_setting_t *a, const config_setting_t *b, const char *path,
+                      void (*fn)(const char *, const char *, const char *, void *), void *arg)
+{
+  char pa[512], va[512], vb[512];
+
+  if (is_group(a) || is_group(b)) {
+    /* Every member of either side, once: a's members, then b's that a lacks. */
+    for (int side = 0; side < 2; side++) {
+      const config_setting_t *g = side ? b : a, *other = side ? a : b;
+
+      for (int i = 0; is_group(g) && i < config_setting_length(g); i++) {
+        const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(m);
+        const config_setting_t *om =
+            is_group(other) ? config_setting_get_member(other, name) : NULL;
+
+        if (side == 1 && om != NULL)
+          continue;
+        snprintf(pa, sizeof(pa), "%s%s%s", path, path[0] ? "." : "", name);
+        if (side == 0)
+          diff_walk(m, om, pa, fn, arg);
+        else
+          diff_walk(NULL, m, pa, fn, arg);
+      }
+    }
+    return;
+  }
+  value_text(a, va, sizeof(va));
+  value_text(b, vb, sizeof(vb));
+  if (strcmp(va, vb) != 0)
+    fn(path, va, vb, arg);
+}
+
+void fw__config_diff(const config_t *a, const config_t *b,
+                     void (*fn)(const char *path, const char *old, const char *now, void *arg),
+                     void *arg)
+{
+  diff_walk(config_root_setting(a), config_root_setting(b), "", fn, arg);
+}
+
 int fw__config_load(const ec_framework_options *opts)
 {
   cfg_errors er = {.log = 1};
   cfg_state *st;
   int rc;
 
-  if (g_state != NULL) {
+  if (state_get() != NULL) {
     ec_debug_printf(DERROR, EC_LOG_CONFIG, "config: already loaded (unload it first)");
     return -EALREADY;
   }
@@ -1482,26 +1676,33 @@ int fw__config_load(const ec_framework_options *opts)
    * puts "name :" and the brace on lines of their own). */
   config_set_options(&st->cfg, CONFIG_OPTION_SEMICOLON_SEPARATORS);
   rc = config_build(opts, st, &er);
+  if (rc == 0)
+    rc = src_keep(opts);
   if (rc != 0) {
     state_free(st);
     return rc;
   }
-  g_state = st;
+  __atomic_store_n(&g_state, st, __ATOMIC_RELEASE); /* pairs with state_get */
   return 0;
 }
 
 void fw__config_unload(void)
 {
-  if (g_state == NULL)
+  cfg_state *st = state_get();
+
+  if (st == NULL)
     return;
-  state_free(g_state);
-  g_state = NULL;
+  __atomic_store_n(&g_state, NULL, __ATOMIC_RELEASE);
+  state_free(st);
+  src_free();
   sections_clear();
 }
 
 const config_t *fw__config(void)
 {
-  return g_state ? &g_state->cfg : NULL;
+  cfg_state *st = state_get();
+
+  return st ? &st->cfg : NULL;
 }
 
 int fw__config_check_text(const char *text, const char *origin, char *errbuf, size_t errlen)
@@ -1532,9 +1733,11 @@ int fw__config_check_text(const char *text, const char *origin, char *errbuf, si
 
 static const config_setting_t *lookup(const char *path)
 {
-  if (g_state == NULL || path == NULL)
+  cfg_state *st = state_get();
+
+  if (st == NULL || path == NULL)
     return NULL;
-  return config_lookup(&g_state->cfg, path);
+  return config_lookup(&st->cfg, path);
 }
 
 long long ec_config_get_int(const char *path, long long def)
@@ -1603,13 +1806,15 @@ const char *ec_config_get_list_string(const char *path, int index)
 
 int ec_config_print(FILE *out)
 {
-  if (out == NULL || g_state == NULL) {
+  cfg_state *st = state_get();
+
+  if (out == NULL || st == NULL) {
     ec_debug_printf(DERROR, EC_LOG_CONFIG, "ec_config_print: %s",
                     out == NULL ? "NULL stream" : "no configuration loaded (init first)");
     return -EINVAL;
   }
   errno = 0;
-  config_write(&g_state->cfg, out);
+  config_write(&st->cfg, out);
   if (ferror(out) || fflush(out) != 0) {
     int err = errno ? errno : EIO;
 

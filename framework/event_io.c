@@ -38,6 +38,8 @@
 /* event_io_printf's buffer, as Momentum documents it. */
 #define IO_PRINTF_MAX 8192
 
+static int event_write_uncounted(Event *e, const void *buf, int len, int *needmask);
+
 int ec_event_read_fd(int fd, void *buf, int len, int *needmask)
 {
   ssize_t n;
@@ -53,6 +55,21 @@ int ec_event_read_fd(int fd, void *buf, int len, int *needmask)
   return (int)n;
 }
 
+/* Bytes in and out per shard (ec_shard_stats): owner-written counters of the calling
+ * shard; I/O off the shards is not counted. */
+static inline ssize_t count_io(ssize_t n, int out)
+{
+  shard *s = shard__self();
+
+  if (n > 0 && s != NULL) {
+    uint64_t *c = out ? &s->counters.bytes_out : &s->counters.bytes_in;
+
+    /* Relaxed: owner-written, read by ec_shard_stats_get. */
+    __atomic_store_n(c, *c + (uint64_t)n, __ATOMIC_RELAXED);
+  }
+  return n;
+}
+
 int(event_read)(Event *e, void *buf, int len, int *needmask)
 {
   if (e == NULL) {
@@ -61,11 +78,16 @@ int(event_read)(Event *e, void *buf, int len, int *needmask)
     return -1;
   }
   if (e->io_opset != NULL && e->io_opset->event_read != NULL)
-    return (e->io_opset->event_read)(e, buf, len, needmask);
-  return ec_event_read_fd(e->fd, buf, len, needmask);
+    return (int)count_io((e->io_opset->event_read)(e, buf, len, needmask), 0);
+  return (int)count_io(ec_event_read_fd(e->fd, buf, len, needmask), 0);
 }
 
 int event_write(Event *e, const void *buf, int len, int *needmask)
+{
+  return (int)count_io(event_write_uncounted(e, buf, len, needmask), 1);
+}
+
+static int event_write_uncounted(Event *e, const void *buf, int len, int *needmask)
 {
   ssize_t n;
 
@@ -109,7 +131,7 @@ static ssize_t io_writev(Event *e, const struct iovec *iov, int cnt, int *needma
     return event_write(e, iov[0].iov_base, (int)iov[0].iov_len, needmask);
   *needmask = E_WRITE;
   if (ops != NULL && ops->event_writev != NULL)
-    return ops->event_writev(e, iov, cnt, needmask);
+    return count_io(ops->event_writev(e, iov, cnt, needmask), 1);
   if (ops != NULL && ops->event_write != NULL) {
     for (int i = 0; i < cnt; i++) {
       n = event_write(e, iov[i].iov_base, (int)iov[i].iov_len, needmask);
@@ -128,13 +150,13 @@ static ssize_t io_writev(Event *e, const struct iovec *iov, int cnt, int *needma
       n = sendmsg(e->fd, &msg, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
     if (n >= 0 || errno != ENOTSOCK)
-      return n;
+      return count_io(n, 1);
     e->_priv.flags |= SHARD__EVF_NOTSOCK;
   }
   do
     n = writev(e->fd, iov, cnt);
   while (n < 0 && errno == EINTR);
-  return n;
+  return count_io(n, 1);
 }
 
 /* ---- event_io_state ----------------------------------------------------------------------- */

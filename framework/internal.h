@@ -34,6 +34,30 @@ const config_t *fw__config(void);
  */
 int fw__config_check_text(const char *text, const char *origin, char *errbuf, size_t errlen);
 
+/*
+ * Reload (framework/reload.c): reads the configuration again from the sources init used
+ * and publishes it; the replaced one stays alive until unload. On success *old_cfg and
+ * *new_cfg point at both. 0, -EINVAL (refused, logged), -ENOMEM, -ESHUTDOWN.
+ */
+int fw__config_reload(const config_t **old_cfg, const config_t **new_cfg);
+
+/* Calls fn for every setting whose value differs between a and b (added and removed ones
+ * too: their missing side reads "(unset)"), with its dotted path. */
+void fw__config_diff(const config_t *a, const config_t *b,
+                     void (*fn)(const char *path, const char *old, const char *now, void *arg),
+                     void *arg);
+
+/* ---- operations (framework/stats.c, reload.c, admin.c) ---------------------------------- */
+
+void fw__stats_init(void);  /* ec_framework_init */
+void fw__stats_fini(void);  /* ec_framework_join: forgets the sources */
+void fw__reload_fini(void); /* ec_framework_join: forgets the reload hooks */
+/* jemalloc's statistic `name` ("stats.allocated"), refreshed: 0, or -ENOTSUP without
+ * jemalloc, -ENOENT for an unknown name. */
+int fw__jemalloc_stat(const char *name, uint64_t *value);
+/* Registers the framework's "admin" and "console" protocols (init). 0 or -errno. */
+int fw__admin_register(void);
+
 /* ---- listeners (framework/listener.c) ------------------------------------------------ */
 
 /* NULL if `addr` is a listen address ("IPv4:PORT", "[IPv6]:PORT", "*:PORT",
@@ -48,6 +72,15 @@ int fw__log_start(void);
 /* Writes out everything queued and stops the logger thread; later messages are written
  * synchronously. */
 void fw__log_stop(void);
+
+/* Applies the `log` and `debug_flags` sections again (reload): levels, target, file. */
+int fw__log_reconfigure(void);
+
+/* Asks the logger thread to reopen its file (SIGUSR1). Any thread; async-signal-safe. */
+void fw__log_reopen(void);
+
+/* Writes the level of every subsystem ("SHARD=warning ...") into buf. */
+void fw__log_describe(char *buf, size_t len);
 
 /* Names the calling thread in log lines ("shard 3", "main"); `name` is copied. */
 void fw__log_thread_name(const char *name);

@@ -499,12 +499,33 @@ static int open_listener(const config_setting_t *g, int index)
   return rc;
 }
 
+void fw__listeners_reconfigure(void)
+{
+  const config_setting_t *sect = config_lookup(fw__config(), "listener");
+
+  /* Relaxed: each value stands alone; the shards pick it up at their next use. */
+  ec__store(&sessions_max, ec_config_get_int("limits.max_connections", 0));
+  ec__store(&retry_ns, (uint64_t)(ec_config_get_double("limits.accept_retry_delay", 0.1) * 1e9));
+  ec__store(&drain_ns, (uint64_t)(ec_config_get_double("shutdown.drain_timeout", 10.0) * 1e9));
+  for (int i = 0; i < nlisteners; i++) {
+    fw__listener *l = listeners[i];
+    const config_setting_t *g = sect && l ? config_setting_get_member(sect, l->name) : NULL;
+
+    if (g == NULL)
+      continue; /* removed: reported by the reload as needing a restart */
+    ec__store(&l->max_connections, get_int(g, "max_connections", 0));
+    ec__store(&l->idle_ns, (uint64_t)(get_double(g, "idle_timeout", 300.0) * 1e9));
+    ec__store(&l->handshake_ns, (uint64_t)(get_double(g, "handshake_timeout", 10.0) * 1e9));
+  }
+}
+
 int fw__listeners_open(void)
 {
   const config_setting_t *sect = config_lookup(fw__config(), "listener");
   int n = sect ? config_setting_length(sect) : 0;
   int rc = 0, k = 0;
 
+  shard__acceptors_reset();
   sessions_max = ec_config_get_int("limits.max_connections", 0);
   retry_ns = (uint64_t)(ec_config_get_double("limits.accept_retry_delay", 0.1) * 1e9);
   drain_ns = (uint64_t)(ec_config_get_double("shutdown.drain_timeout", 10.0) * 1e9);
@@ -558,8 +579,9 @@ int fw__sessions_reserve(fw__listener *l)
   int64_t all = ec__fetch_add(&sessions_active, 1) + 1;
   int64_t mine = ec__fetch_add(&l->active, 1) + 1;
 
-  if ((sessions_max > 0 && all > sessions_max) ||
-      (l->max_connections > 0 && mine > l->max_connections)) {
+  int64_t max_all = ec__load(&sessions_max), max_mine = ec__load(&l->max_connections);
+
+  if ((max_all > 0 && all > max_all) || (max_mine > 0 && mine > max_mine)) {
     fw__sessions_release(l);
     return -EBUSY;
   }
@@ -574,12 +596,12 @@ void fw__sessions_release(fw__listener *l)
 
 uint64_t fw__accept_retry_ns(void)
 {
-  return retry_ns;
+  return ec__load(&retry_ns); /* a reload may change it */
 }
 
 uint64_t fw__drain_ns(void)
 {
-  return drain_ns;
+  return ec__load(&drain_ns); /* a reload may change it */
 }
 
 uint64_t ec_sessions_active(void)

@@ -20,6 +20,7 @@ typedef struct fw__listener {
   int single;                 /* accept_mode = "single": one acceptor hands off */
   int tcp_nodelay, rcvbuf, sndbuf;
   int accepts_per_iter;
+  /* Changed by a reload (relaxed stores), read by the shards with relaxed loads. */
   int64_t max_connections;        /* 0 = no limit */
   uint64_t idle_ns, handshake_ns; /* 0 = none */
 
@@ -34,6 +35,10 @@ typedef struct fw__listener {
  * already belongs to the shards' acceptors and is closed by ec_framework_join. Before the
  * shards start. */
 int fw__listeners_open(void);
+
+/* Reload: applies the run-time settings of the new configuration (limits, drain and
+ * retry delays, each listener's max_connections, idle and handshake timeouts). */
+void fw__listeners_reconfigure(void);
 
 /* Frees the listeners (join time, shards gone) and forgets registered protocols. */
 void fw__listeners_free(void);

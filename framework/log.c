@@ -34,6 +34,7 @@
 #include <strings.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <syslog.h>
 #ifdef HAVE_SYS_EVENTFD_H
 #include <sys/eventfd.h>
 #endif
@@ -52,6 +53,8 @@ typedef struct log_msg {
   int marker;             /* a flush marker: no text; see ec_log_flush */
   int done;               /* markers: set once everything pushed before it is written */
   int refs;               /* markers: one for the flusher, one for the logger */
+  int level;              /* for syslog */
+  unsigned skip;          /* bytes of timestamp before the rest (syslog has its own) */
   char text[];
 } log_msg;
 
@@ -92,10 +95,24 @@ static struct {
   _Alignas(CACHELINE) int running; /* producers push while 1 */
   int stopping;                    /* the logger drains the stack and exits */
   unsigned capacity;
-  int fd;               /* destination */
+  int fd;               /* destination (logger thread while running) */
+  int syslog;           /* 1: lines go to syslog(3) instead of fd (logger thread) */
   int wake_rd, wake_wr; /* eventfd (both the same) or pipe */
   pthread_t thread;
+  int reopen; /* fw__log_reopen asked the logger to reopen its destination (atomic) */
 } lg = {.stack = CK_STACK_INITIALIZER, .fd = -1, .wake_rd = -1, .wake_wr = -1};
+
+/* The destination the configuration asks for; the logger thread applies it when it
+ * (re)opens. Guarded by dest_lock. */
+static pthread_mutex_t dest_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  int target; /* DEST_* */
+  char path[4096];
+  char ident[64];
+  int facility;
+} dest;
+
+enum { DEST_STDERR, DEST_FILE, DEST_SYSLOG };
 
 static _Thread_local char thread_name[THREAD_NAME_MAX];
 
@@ -134,6 +151,50 @@ void ec_log_set_level(int level)
     ec_log_set_mask(l, l >= level ? EC_LOG_ALL : 0);
 }
 
+int ec_log_set_subsystem_level(unsigned mask, int level)
+{
+  if (mask == 0 || level < DDEBUG || level > DCRITICAL + 1)
+    return -EINVAL;
+  /* Each level's mask gains the subsystems at `level` and above and loses them below;
+   * DCRITICAL + 1 silences them. Concurrent changes of other subsystems are not lost. */
+  for (int l = DDEBUG; l <= DCRITICAL; l++) {
+    if (l >= level)
+      __atomic_fetch_or(&level_masks[l], mask, __ATOMIC_RELAXED);
+    else
+      __atomic_fetch_and(&level_masks[l], ~mask, __ATOMIC_RELAXED);
+  }
+  return 0;
+}
+
+int ec_log_subsystem_level(unsigned mask)
+{
+  for (int l = DDEBUG; l <= DCRITICAL; l++)
+    if (ec_log_get_mask(l) & mask)
+      return l;
+  return DCRITICAL + 1;
+}
+
+const char *ec_log_level_name(int level)
+{
+  return level >= DDEBUG && level <= DCRITICAL ? level_names[level]
+         : level == DCRITICAL + 1              ? "off"
+                                               : NULL;
+}
+
+void fw__log_describe(char *buf, size_t len)
+{
+  size_t n = 0;
+
+  buf[0] = '\0';
+  /* Every named subsystem but ALL, with the lowest level it is enabled at. */
+  for (size_t i = 0; i + 1 < sizeof(subsystems) / sizeof(subsystems[0]) && n < len; i++) {
+    int l = ec_log_subsystem_level(subsystems[i].mask);
+
+    n += (size_t)snprintf(buf + n, len - n, "%s%s=%s", i ? " " : "", subsystems[i].name,
+                          ec_log_level_name(l));
+  }
+}
+
 int ec_log_level_by_name(const char *name)
 {
   if (name == NULL)
@@ -141,6 +202,8 @@ int ec_log_level_by_name(const char *name)
   for (int l = DDEBUG; l <= DCRITICAL; l++)
     if (strcasecmp(name, level_names[l]) == 0)
       return l;
+  if (strcasecmp(name, "off") == 0)
+    return DCRITICAL + 1;
   return -1;
 }
 
@@ -395,7 +458,7 @@ static void wake_logger(void)
     wake_post();
 }
 
-static int emit(const char *line, size_t len)
+static int emit(const char *line, size_t len, int level)
 {
   log_msg *m = NULL;
 
@@ -413,8 +476,12 @@ static int emit(const char *line, size_t len)
   if (__atomic_fetch_add(&lg.queued, 1, __ATOMIC_RELAXED) < lg.capacity)
     m = ec_malloc_size(MEMTYPE_LOG_MSG, sizeof(*m) + len);
   if (m != NULL) {
+    const char *sp = memchr(line, ' ', len);
+
     m->len = len;
     m->marker = 0;
+    m->level = level;
+    m->skip = sp ? (unsigned)(sp + 1 - line) : 0;
     memcpy(m->text, line, len);
     /* The CAS inside the push publishes the message; TSan cannot see ck's ordering, so
      * tell it (pairs with the acquire in drain). */
@@ -444,7 +511,7 @@ int ec_log_vprintf(int level, unsigned mask, const char *fmt, va_list ap)
   line = format_line(stack, clamp_level(level), fmt, ap, &len);
   if (line == NULL)
     return 0;
-  rc = emit(line, len);
+  rc = emit(line, len, clamp_level(level));
   if (line != stack)
     free(line);
   return rc;
@@ -473,6 +540,8 @@ int log1_printf(int level, const char *fmt, ...)
 
 /* ---- the logger thread --------------------------------------------------------------- */
 
+static void dest_reopen(void);
+
 static void marker_unref(log_msg *m)
 {
   /* Acq_rel: whichever of flusher and logger lets go last frees the marker after the
@@ -486,7 +555,18 @@ static void write_batch(struct iovec *iov, log_msg **msgs, int *n)
 {
   if (*n == 0)
     return;
-  writev_all(lg.fd, iov, *n);
+  if (lg.syslog) {
+    static const int prio[EC_LOG_LEVELS] = {LOG_DEBUG,   LOG_INFO, LOG_NOTICE,
+                                            LOG_WARNING, LOG_ERR,  LOG_CRIT};
+
+    for (int i = 0; i < *n; i++) {
+      log_msg *m = msgs[i];
+
+      syslog(prio[m->level], "%.*s", (int)(m->len - m->skip - 1), m->text + m->skip);
+    }
+  } else {
+    writev_all(lg.fd, iov, *n);
+  }
   for (int i = 0; i < *n; i++)
     ec_free(MEMTYPE_LOG_MSG, msgs[i]);
   /* Release: pairs with the acquire loads in ec_log_flush, which take a count that
@@ -551,7 +631,10 @@ static void report_drops(void)
                       (unsigned long long)(d - lg.reported));
   if (line == NULL)
     return;
-  write_all(lg.fd, line, len);
+  if (lg.syslog)
+    syslog(LOG_WARNING, "%llu log messages dropped", (unsigned long long)(d - lg.reported));
+  else
+    write_all(lg.fd, line, len);
   if (line != stack)
     free(line);
   lg.reported = d;
@@ -567,6 +650,8 @@ static void logger_sleep(void)
   full_fence();
   if (__atomic_load_n(&lg.stack.head, __ATOMIC_RELAXED) == NULL &&
       __atomic_load_n(&lg.dropped, __ATOMIC_RELAXED) == lg.reported &&
+      /* Relaxed: fw__log_reopen sets it before its wake_logger fence. */
+      !__atomic_load_n(&lg.reopen, __ATOMIC_RELAXED) &&
       /* Pairs with the release store in fw__log_stop, which then posts the eventfd. */
       !__atomic_load_n(&lg.stopping, __ATOMIC_ACQUIRE)) {
     wake_wait();
@@ -581,9 +666,13 @@ static void *logger_main(void *arg)
 {
   (void)arg;
   fw__log_thread_name("logger");
+  pthread_setname_np(pthread_self(), "ecshard/log");
   for (;;) {
     if (drain() > 0)
       continue;
+    /* Relaxed: the flag carries no data; dest is read under dest_lock. */
+    if (__atomic_exchange_n(&lg.reopen, 0, __ATOMIC_RELAXED))
+      dest_reopen();
     report_drops();
     /* Pairs with the release store in fw__log_stop, made after the last producer left:
      * what the stack holds now is all there will be. */
@@ -635,8 +724,44 @@ static int apply_debug_flags(void)
   return 0;
 }
 
+static int facility_by_name(const char *f)
+{
+  static const struct {
+    const char *name;
+    int fac;
+  } tab[] = {{"daemon", LOG_DAEMON}, {"user", LOG_USER},     {"mail", LOG_MAIL},
+             {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+             {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+             {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}};
+
+  for (size_t i = 0; f != NULL && i < sizeof(tab) / sizeof(tab[0]); i++)
+    if (strcmp(f, tab[i].name) == 0)
+      return tab[i].fac;
+  return LOG_DAEMON;
+}
+
+/* The destination settings into `dest`. */
+static void read_dest(void)
+{
+  const char *target = ec_config_get_string("log.target", "auto");
+  const char *file = ec_config_get_string("log.file", "");
+
+  pthread_mutex_lock(&dest_lock);
+  if (strcmp(target, "syslog") == 0)
+    dest.target = DEST_SYSLOG;
+  else if (strcmp(target, "stderr") == 0 || file[0] == '\0')
+    dest.target = DEST_STDERR;
+  else
+    dest.target = DEST_FILE;
+  snprintf(dest.path, sizeof(dest.path), "%s", file);
+  snprintf(dest.ident, sizeof(dest.ident), "%s",
+           ec_config_get_string("log.syslog_ident", "ecshard"));
+  dest.facility = facility_by_name(ec_config_get_string("log.syslog_facility", "daemon"));
+  pthread_mutex_unlock(&dest_lock);
+}
+
 /* Reads the log settings and applies the level masks. 0 or -EINVAL (logged). */
-static int apply_config(const char **file, unsigned *capacity)
+static int apply_config(unsigned *capacity)
 {
   const char *name = getenv("ECSHARD_LOG_LEVEL");
   const char *origin = "ECSHARD_LOG_LEVEL";
@@ -663,39 +788,83 @@ static int apply_config(const char **file, unsigned *capacity)
                     QUEUE_MIN, QUEUE_MAX);
     return -EINVAL;
   }
-  *capacity = (unsigned)q;
-  *file = ec_config_get_string("log.file", "");
+  if (capacity != NULL)
+    *capacity = (unsigned)q;
+  if (strcmp(ec_config_get_string("log.target", "auto"), "file") == 0 &&
+      ec_config_get_string("log.file", "")[0] == '\0') {
+    ec_debug_printf(DERROR, EC_LOG_CONFIG, "log.target = \"file\" needs log.file");
+    return -EINVAL;
+  }
+  read_dest();
   ec_log_set_level(level);
   return apply_debug_flags();
 }
 
-static int open_dest(const char *file)
+/* Opens what `dest` names: sets *fd (or *use_syslog). 0 or -errno (logged). */
+static int open_dest(int *fd, int *use_syslog)
 {
-  if (file == NULL || file[0] == '\0') {
-    lg.fd = STDERR_FILENO;
-    return 0;
-  }
-  lg.fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (lg.fd < 0) {
-    int rc = -errno;
+  int rc = 0;
 
-    ec_debug_printf(DERROR, EC_LOG_CONFIG, "log.file: open(%s): %s", file, strerror(-rc));
-    return rc;
+  pthread_mutex_lock(&dest_lock); /* a reload may be changing it */
+  *use_syslog = 0;
+  *fd = STDERR_FILENO;
+  if (dest.target == DEST_SYSLOG) {
+    /* openlog keeps the ident pointer: dest.ident lives as long as the process. */
+    closelog();
+    openlog(dest.ident, LOG_PID | LOG_NDELAY, dest.facility);
+    *use_syslog = 1;
+  } else if (dest.target == DEST_FILE) {
+    *fd = open(dest.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0) {
+      rc = -errno;
+      ec_debug_printf(DERROR, EC_LOG_CONFIG, "log.file: open(%s): %s", dest.path, strerror(-rc));
+    }
   }
-  return 0;
+  pthread_mutex_unlock(&dest_lock);
+  return rc;
+}
+
+/* Logger thread: reopens the destination (SIGUSR1 after a log rotation, or a reload).
+ * When the new one cannot be opened the old one stays, and says why. */
+static void dest_reopen(void)
+{
+  int fd, use_syslog, old = lg.fd;
+  int rc = open_dest(&fd, &use_syslog);
+
+  if (rc < 0) {
+    char stack[LINE_STACK];
+    size_t len;
+    /* open_dest logged the path; this line reaches the destination still in use. */
+    char *line = format_linef(stack, &len, DERROR,
+                              "log: cannot reopen the log: %s; still writing here", strerror(-rc));
+
+    if (line != NULL && !lg.syslog)
+      write_all(lg.fd, line, len);
+    if (line != NULL && line != stack)
+      free(line);
+    return;
+  }
+  if (lg.syslog && !use_syslog)
+    closelog();
+  lg.fd = fd;
+  lg.syslog = use_syslog;
+  if (old >= 0 && old != STDERR_FILENO && old != fd)
+    close(old);
 }
 
 static void release_resources(void)
 {
   if (lg.fd >= 0 && lg.fd != STDERR_FILENO)
     close(lg.fd);
+  if (lg.syslog)
+    closelog();
+  lg.syslog = 0;
   lg.fd = -1;
   wake_close();
 }
 
 int fw__log_start(void)
 {
-  const char *file = NULL;
   unsigned capacity = 0;
   sigset_t all, old;
   int rc;
@@ -705,9 +874,9 @@ int fw__log_start(void)
     rc = -EALREADY;
     goto out;
   }
-  rc = apply_config(&file, &capacity);
+  rc = apply_config(&capacity);
   if (rc == 0)
-    rc = open_dest(file);
+    rc = open_dest(&lg.fd, &lg.syslog);
   if (rc == 0)
     rc = wake_open();
   if (rc != 0) {
@@ -758,6 +927,31 @@ void fw__log_stop(void)
   pthread_join(lg.thread, NULL);
   release_resources();
   pthread_mutex_unlock(&ctl_lock);
+}
+
+void fw__log_reopen(void)
+{
+  /* Same handshake as emit: the eventfd stays open while we may write it. */
+  __atomic_fetch_add(&lg.inflight, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&lg.running, __ATOMIC_SEQ_CST)) {
+    /* Relaxed: wake_logger's fence orders it before the logger's second look. */
+    __atomic_store_n(&lg.reopen, 1, __ATOMIC_RELAXED);
+    wake_logger();
+  }
+  /* Pairs with the acquire load in fw__log_stop's wait. */
+  __atomic_fetch_sub(&lg.inflight, 1, __ATOMIC_RELEASE);
+}
+
+int fw__log_reconfigure(void)
+{
+  int rc;
+
+  pthread_mutex_lock(&ctl_lock);
+  rc = apply_config(NULL);
+  pthread_mutex_unlock(&ctl_lock);
+  if (rc == 0)
+    fw__log_reopen();
+  return rc;
 }
 
 /* Out of memory for a marker: wait until the queue has been empty once, which also means

@@ -501,7 +501,7 @@ static SSL_CTX *fw__ctx_common(const SSL_METHOD *method, char *err, size_t errle
 
 #define FW__TKEYS_MAX 8 /* ticket keys accepted for decryption */
 
-/* A session ticket key, in the layout of nginx's 80-byte ssl_session_ticket_key files. */
+/* A session ticket key: what nginx's 80-byte ssl_session_ticket_key files hold. */
 typedef struct fw__tkey {
   unsigned char name[16];
   unsigned char aes[32];
@@ -766,7 +766,8 @@ out:
   return ok ? 0 : -1;
 }
 
-/* Reads 80-byte ticket key files (nginx's format: name, AES key, HMAC key). */
+/* Reads 80-byte ticket key files (nginx's format: 16 bytes of name, 32 of HMAC-SHA256 key,
+ * 32 of AES-256 key). */
 static int fw__ticket_keys_load(fw__srv *x, const fw__tls_opts *o, char *err, size_t errlen)
 {
   for (int i = 0; i < o->nticket_key_files; i++) {
@@ -788,8 +789,8 @@ static int fw__ticket_keys_load(fw__srv *x, const fw__tls_opts *o, char *err, si
       return -1;
     }
     memcpy(x->tk[i].name, buf, 16);
-    memcpy(x->tk[i].aes, buf + 16, 32);
-    memcpy(x->tk[i].hmac, buf + 48, 32);
+    memcpy(x->tk[i].hmac, buf + 16, 32); /* nginx's order: name, HMAC key, AES key */
+    memcpy(x->tk[i].aes, buf + 48, 32);
     OPENSSL_cleanse(buf, sizeof(buf));
   }
   x->ntk = o->nticket_key_files;

@@ -82,6 +82,17 @@ typedef struct ec_shard_stats {
   uint64_t syscalls_ctl;   /* interest changes sent to the poller */
   uint64_t timers_fired;   /* timed Events dispatched */
   uint64_t timers_pending; /* timed Events waiting (as of the last iteration) */
+  /* Operations counters (docs/operations.md has what each means and costs). */
+  uint64_t bytes_in;        /* bytes event_read returned on this shard (after TLS) */
+  uint64_t bytes_out;       /* bytes event_write and the event_io_* writes sent */
+  uint64_t mailbox_backlog; /* messages taken off the mailbox and not yet handled */
+  uint64_t stalls;          /* iterations the watchdog saw run past watchdog.stall_threshold */
+  uint64_t slow_callbacks;  /* timed callbacks that ran past watchdog.stall_threshold */
+  uint64_t callbacks_timed; /* callbacks timed (watchdog.callback_timing on) */
+  uint64_t callback_ns;     /* their total run time (histogram: ec_shard_callback_hist_get) */
+  int busy;                 /* 1 while the shard runs (0 while it waits for work) */
+  int stalled;              /* 1 while the watchdog sees an iteration past the stall threshold */
+  int thread_id;            /* the shard thread's kernel id (0 before it runs) */
 } ec_shard_stats;
 
 /* 0, or -EINVAL for a bad shard index. */

@@ -69,8 +69,21 @@ EC_API unsigned ec_log_get_mask(int level);
 /* Enables every subsystem at `level` and above and nothing below. Any thread. */
 EC_API void ec_log_set_level(int level);
 
-/* Level number for a name ("debug", "info", "notice", "warning", "error", "critical"),
- * case-insensitive; -1 if unknown. */
+/*
+ * Per-subsystem levels: enables the subsystems in `mask` at `level` and above and
+ * disables them below (DCRITICAL + 1, named "off", silences them), leaving the other
+ * subsystems alone. Any thread, at once. 0 or -EINVAL.
+ */
+EC_API int ec_log_set_subsystem_level(unsigned mask, int level);
+
+/* The lowest level any subsystem in `mask` is enabled at, or DCRITICAL + 1 if none. */
+EC_API int ec_log_subsystem_level(unsigned mask);
+
+/* "debug" ... "critical", "off" for DCRITICAL + 1; NULL for anything else. */
+EC_API const char *ec_log_level_name(int level);
+
+/* Level number for a name ("debug", "info", "notice", "warning", "error", "critical",
+ * or "off" = DCRITICAL + 1), case-insensitive; -1 if unknown. */
 EC_API int ec_log_level_by_name(const char *name);
 
 /* Subsystem mask for a Debug_Flags name ("LOG1", "FD", "ALL", ...); 0 if unknown. */

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static shard *shards;
@@ -352,11 +353,19 @@ void shard__dispatch(shard *s, Event *e, int mask)
   if (e->_priv.session != NULL && !(mask & E_TIMEOUT))
     shard__session_touch(s, e->_priv.session); /* activity restarts the idle timeout */
   for (;;) {
+    EventFunc cb = e->callback;
     int ret;
 
     e->_priv.flags |= SHARD__EVF_DISPATCHING;
     s->current = e;
-    ret = e->callback(e, mask, e->closure, &s->now);
+    /* Operations (shard/stats.c): the watchdog names the callback of a stalled shard; the
+     * clock is read only while callback timing is switched on. */
+    shard__stat_fn(s, (void (*)(void))cb);
+    if (__builtin_expect(ec__load(&s->timing), 0))
+      ret = shard__dispatch_timed(s, e, cb, mask);
+    else
+      ret = cb(e, mask, e->closure, &s->now);
+    shard__stat_fn(s, NULL);
     s->current = NULL;
     e->_priv.flags &= ~SHARD__EVF_DISPATCHING;
     counter_add(&s->counters.dispatched, 1);
@@ -508,6 +517,7 @@ static void *shard_main(void *arg)
   char name[32];
 
   self = s;
+  ec__store(&s->tid, (pid_t)syscall(SYS_gettid)); /* read by the console's `threads` */
   snprintf(name, sizeof(name), "shard %d", s->id);
   fw__log_thread_name(name);
   snprintf(name, sizeof(name), "ecshard/%d", s->id);
@@ -534,6 +544,7 @@ static void *shard_main(void *arg)
     }
     iterate(s);
   }
+  ec__store(&s->tid, 0); /* out of the loop: the watchdog leaves it alone */
   /* Messages posted before the stop request are still handled here (join handles any
    * that arrive later). */
   update_now(s);
@@ -943,6 +954,7 @@ int ec_shard_stats_get(int id, ec_shard_stats *out)
   out->timers_fired = ec__load(&s->counters.timers_fired);
   out->timers_pending = ec__load(&s->counters.timers_pending);
   out->wakeups_sent = ec__load(&s->wakeups_sent);
+  shard__stats_fill(s, out);
   return 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include "ec_config.h"
 #include "ec_framework.h"
+#include "ec_stats.h"
 #include "event.h"
 #include "framework/internal.h"
 #include "scheduler.h"
@@ -18,6 +19,7 @@
 #include <ck_cc.h>
 #include <ck_stack.h>
 #include <pthread.h>
+#include <sys/types.h>
 
 /* Event._priv.state */
 #define SHARD__EV_IDLE      0 /* not on any shard's books */
@@ -79,6 +81,9 @@ struct shard__recurrent {
   struct shard__recurrent *next;
 };
 
+/* Callback duration histogram buckets: < 1 us, < 2 us, ... < 2^(N-2) us, and the rest. */
+#define SHARD__HIST EC_SHARD_HIST_BUCKETS
+
 /* Counters: written by their owner with relaxed stores, read by anyone. */
 struct shard__counters {
   uint64_t iterations;
@@ -89,6 +94,12 @@ struct shard__counters {
   uint64_t scheduled_fds;
   uint64_t timers_fired;
   uint64_t timers_pending;
+  /* Operations counters (shard/stats.c, docs/operations.md); owner-written like the rest. */
+  uint64_t bytes_in, bytes_out;  /* event_read / event_write results (framework/event_io.c) */
+  uint64_t mailbox_detached;     /* messages moved off the mailbox onto the backlog */
+  uint64_t slow_callbacks;       /* timed callbacks over the stall threshold */
+  uint64_t cb_count, cb_ns;      /* timed callbacks and their total time */
+  uint64_t cb_hist[SHARD__HIST]; /* timed callbacks by duration: bucket i < 2^i us */
 };
 
 /* One timer in a shard's heap: the ordering key is kept inline so that sifting touches
@@ -152,6 +163,16 @@ typedef struct shard {
   int timer_budget;         /* max_timed_events_per_iter */
   long long timer_slack_ns; /* event_loop.timer_slack_ns: PR_SET_TIMERSLACK of the thread */
   struct shard__counters counters;
+
+  /* Operations (shard/stats.c): written by the owner, read by the watchdog and stats
+   * readers with relaxed loads; `timing` is set by any thread (relaxed). */
+  void (*stat_fn)(void); /* callback (or mailbox closure) running now, NULL between them */
+  int timing;            /* time every callback (watchdog.callback_timing) */
+  pid_t tid;             /* the shard thread's kernel id while it runs its loop, else 0 */
+  uint64_t slow_logged_ns, slow_quiet; /* owner: rate limit of slow-callback lines */
+  /* ---- watchdog thread (shard/stats.c); rarely written ---- */
+  uint64_t wd_stalls;
+  int wd_stalled;
 } shard;
 
 /* ---- shard/shard.c ---------------------------------------------------------------------- */
@@ -190,6 +211,31 @@ void shard__float(shard *s, Event *e);
 
 /* Picks the owner of an Event that has none yet (placement policy). */
 int shard__place(Event *e);
+
+/* ---- shard/stats.c ---------------------------------------------------------------------- */
+
+/* Publishes the function about to run (NULL after it), for the watchdog. Owner thread. */
+static inline void shard__stat_fn(shard *s, void (*fn)(void))
+{
+  /* Relaxed: read by the watchdog only as a hint naming a stalled callback. */
+  __atomic_store_n(&s->stat_fn, fn, __ATOMIC_RELAXED);
+}
+
+/* Runs a callback and times it (s->timing): histogram, total and the stall report. */
+int shard__dispatch_timed(shard *s, Event *e, EventFunc cb, int mask);
+
+/* Adds the operations counters of `s` to `out` (ec_shard_stats_get). Any thread. */
+void shard__stats_fill(shard *s, ec_shard_stats *out);
+
+/* Reads the watchdog section (init and reload) and applies it to every shard. */
+void shard__ops_configure(void);
+
+/* The watchdog thread (started and stopped with the shards). 0 or -errno. */
+int shard__watchdog_start(void);
+void shard__watchdog_stop(void);
+
+/* Describes a function for a log line: its symbol, or FILE+0xOFFSET for addr2line. */
+void shard__fn_name(void (*fn)(void), char *buf, size_t len);
 
 /* ---- shard/timer.c ---------------------------------------------------------------------- */
 

@@ -5,8 +5,11 @@
  *   ecshardd [--config FILE] [--shards N] [--set KEY=VALUE]... [--print-config]
  *
  * Without --config it runs its embedded default: one shard per CPU and every sample on
- * its loopback port (DESIGN §3.16). SIGTERM or SIGINT stop it gracefully: the listeners
- * close at once and open sessions get shutdown.drain_timeout seconds to finish.
+ * its loopback port (DESIGN §3.16), the admin listener on 127.0.0.1:9090 and the console
+ * on $XDG_RUNTIME_DIR/ecshardd.console (./ecshardd.console without XDG_RUNTIME_DIR). SIGTERM or
+ * SIGINT stop it gracefully: the listeners close at once and open sessions get
+ * shutdown.drain_timeout seconds to finish. SIGHUP reloads the configuration, SIGUSR1 reopens the
+ * log file (docs/operations.md).
  */
 #include "ec_config.h"
 #include "ec_framework.h"
@@ -26,6 +29,11 @@ static const char default_config[] =
     "  echo = { listen = \"127.0.0.1:7007\"; protocol = \"echo\"; idle_timeout = 300.0; };\n"
     "  urlfetch = { listen = \"127.0.0.1:7070\"; protocol = \"urlfetch\"; };\n"
     "  smtp = { listen = \"127.0.0.1:2525\"; protocol = \"smtp\"; idle_timeout = 600.0; };\n"
+    "  # Operations (docs/operations.md): metrics over HTTP (GET /metrics, /stats, /health)\n"
+    "  # and the console (ecshard-console) on a Unix socket in the working directory.\n"
+    "  admin = { listen = \"127.0.0.1:9090\"; protocol = \"admin\"; idle_timeout = 10.0; };\n"
+    "  console = { listen = \"unix:ecshardd.console\"; protocol = \"console\";\n"
+    "              idle_timeout = 600.0; };\n"
     "};\n"
     "# The SMTP module spools to ./spool (relative to the working directory, made on first\n"
     "# use); --set smtp.mode=sink accepts and discards instead (docs/smtp.md).\n"
@@ -67,7 +75,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-  const char *set[MAX_SET + 1];
+  const char *set[MAX_SET + 2];
+  char console[160];
   ec_framework_options opts = {0};
   int nset = 0, print = 0, rc;
 
@@ -107,8 +116,20 @@ int main(int argc, char **argv)
   }
   set[nset] = NULL;
   opts.set = set;
-  if (opts.config_file == NULL)
+  if (opts.config_file == NULL) {
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+
     opts.config_text = default_config;
+    /* The embedded console socket goes to the user's runtime directory when there is one
+     * (ecshard-console looks there too), else the working directory. As the first
+     * override, so that a --set of the user's still wins. */
+    if (xdg != NULL && xdg[0] == '/' && strlen(xdg) < 80) {
+      snprintf(console, sizeof(console), "listener.console.listen=\"unix:%s/ecshardd.console\"",
+               xdg);
+      memmove(&set[1], &set[0], sizeof(set[0]) * (size_t)(nset + 1));
+      set[0] = console;
+    }
+  }
 
   /* Modules first: their configuration sections must be known when init reads the
    * configuration (ec_config_section_register). */

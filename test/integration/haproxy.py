@@ -42,6 +42,8 @@ backend be
          "--set", 'listener.echo.listen="127.0.0.1:%d"' % back,
          "--set", "listener.urlfetch.enabled=false",
          "--set", "listener.smtp.enabled=false",
+         "--set", "listener.admin.enabled=false",
+         "--set", "listener.console.enabled=false",
          "--set", "listener.echo.proxy_protocol=true",
          "--set", 'log.level="notice"'],
         stderr=log)

@@ -21,6 +21,8 @@ def start(ecshardd, tmp, port, *extra):
     cmd = [ecshardd, "--shards", "2",
            "--set", "listener.echo.enabled=false",
            "--set", "listener.urlfetch.enabled=false",
+           "--set", "listener.admin.enabled=false",
+           "--set", "listener.console.enabled=false",
            "--set", 'listener.smtp.listen="127.0.0.1:%d"' % port,
            "--set", 'listener.smtp.tls.certificate="%s/cert.pem"' % tmp,
            "--set", 'listener.smtp.tls.key="%s/key.pem"' % tmp,

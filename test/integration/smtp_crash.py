@@ -27,6 +27,8 @@ def start(ecshardd, spool, port):
         [ecshardd, "--shards", "2",
          "--set", "listener.echo.enabled=false",
          "--set", "listener.urlfetch.enabled=false",
+         "--set", "listener.admin.enabled=false",
+         "--set", "listener.console.enabled=false",
          "--set", 'listener.smtp.listen="127.0.0.1:%d"' % port,
          "--set", 'smtp.spool_dir="%s"' % spool,
          "--set", "smtp.max_sessions_per_ip=0",

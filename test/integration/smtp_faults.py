@@ -102,6 +102,8 @@ def round_(ecshardd, libfault, env_faults, tolerate_reset):
         [ecshardd, "--shards", "2",
          "--set", "listener.echo.enabled=false",
          "--set", "listener.urlfetch.enabled=false",
+         "--set", "listener.admin.enabled=false",
+         "--set", "listener.console.enabled=false",
          "--set", 'listener.smtp.listen="127.0.0.1:%d"' % port,
          "--set", 'smtp.spool_dir="%s/spool"' % tmp,
          "--set", 'log.level="warning"'],
