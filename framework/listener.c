@@ -525,6 +525,7 @@ int fw__listeners_open(void)
   int n = sect ? config_setting_length(sect) : 0;
   int rc = 0, k = 0;
 
+  shard__acceptors_reset();
   sessions_max = ec_config_get_int("limits.max_connections", 0);
   retry_ns = (uint64_t)(ec_config_get_double("limits.accept_retry_delay", 0.1) * 1e9);
   drain_ns = (uint64_t)(ec_config_get_double("shutdown.drain_timeout", 10.0) * 1e9);

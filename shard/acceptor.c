@@ -511,6 +511,7 @@ static int acceptor_cb(Event *e, int type, void *closure, struct timeval *now)
 }
 
 static int install_failures; /* acceptors that could not be installed (atomic) */
+static int installs_pending; /* acceptor_add closures posted and not yet run (atomic) */
 
 static void acceptor_add(void *arg)
 {
@@ -532,9 +533,11 @@ static void acceptor_add(void *arg)
   s->acceptors[s->nacceptors++] = a;
   if (ec__load_acquire(&s->draining)) /* installed after a stop: close at once */
     shard__drain_begin(s);
+  ec__fetch_add(&installs_pending, -1); /* pairs with the load in shard__acceptors_settle */
   return;
 fail:
   ec__fetch_add(&install_failures, 1);
+  ec__fetch_add(&installs_pending, -1);
   ec_debug_printf(DERROR, EC_LOG_NET, "listener %s: shard %d cannot watch fd %d", a->l->name, s->id,
                   a->fd);
   event_free(a->ev);
@@ -543,15 +546,25 @@ fail:
   ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);
 }
 
-static void settle(void *arg)
+void shard__acceptors_reset(void)
 {
-  (void)arg; /* runs after the acceptor_add closures posted before it */
+  ec__store(&installs_pending, 0);
+  ec__store(&install_failures, 0);
 }
 
 int shard__acceptors_settle(void)
 {
-  for (int i = 0; i < shard__count(); i++)
-    ec_shard_call(i, settle, NULL);
+  /*
+   * Polls rather than waiting for a reply from each shard: a stop may come at any moment,
+   * and a shard that has left its loop handles no more messages (the join runs the
+   * closures still queued). Installing takes microseconds once the shards run, so this
+   * rarely sleeps at all.
+   */
+  while (ec__load_acquire(&installs_pending) > 0 && !ec_framework_stopping()) {
+    struct timespec ts = {0, 200000};
+
+    nanosleep(&ts, NULL);
+  }
   return __atomic_exchange_n(&install_failures, 0, __ATOMIC_ACQ_REL);
 }
 
@@ -569,8 +582,10 @@ int shard__acceptor_install(fw__listener *l, int fd, int id, int single, const c
   a->ev = NULL;
   a->retry = NULL;
   a->pausing = 0;
+  ec__fetch_add(&installs_pending, 1);
   rc = shard__post(shard__get(id), SHARD__MSG_RUN, NULL, 0, acceptor_add, a);
   if (rc < 0) {
+    ec__fetch_add(&installs_pending, -1);
     ec_free(MEMTYPE_CONFIG, a->unix_path);
     ec_free(MEMTYPE_NETLISTENER_INSTANCE, a);
   }

@@ -30,6 +30,7 @@ struct ec_session {
 /* After the shards started: waits until every acceptor posted so far is installed and
  * returns how many could not be (each logged), resetting the count. Not on a shard. */
 int shard__acceptors_settle(void);
+void shard__acceptors_reset(void); /* before the listeners open (no shard runs) */
 
 int shard__acceptor_install(fw__listener *l, int fd, int shard, int single, const char *unix_path);
 

@@ -60,6 +60,7 @@ def main():
         [ecshardd, "--shards", "1",
          "--set", 'listener.echo.listen="127.0.0.1:%d"' % port,
          "--set", "listener.urlfetch.enabled=false",
+         "--set", "listener.smtp.enabled=false",
          "--set", "listener.admin.enabled=false",
          "--set", "listener.console.enabled=false",
          "--set", "limits.accept_retry_delay=0.05",

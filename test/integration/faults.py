@@ -70,6 +70,7 @@ def round_(ecshardd, libfault, env_faults, tolerate_reset):
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
         [ecshardd, "--shards", "2", "--set", "listener.urlfetch.enabled=false",
+         "--set", "listener.smtp.enabled=false",
          "--set", "listener.admin.enabled=false", "--set", "listener.console.enabled=false",
          "--set", "listener.echo.listen=127.0.0.1:%d" % port],
         env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -41,6 +41,7 @@ backend be
         [ecshardd, "--shards", "2",
          "--set", 'listener.echo.listen="127.0.0.1:%d"' % back,
          "--set", "listener.urlfetch.enabled=false",
+         "--set", "listener.smtp.enabled=false",
          "--set", "listener.admin.enabled=false",
          "--set", "listener.console.enabled=false",
          "--set", "listener.echo.proxy_protocol=true",
