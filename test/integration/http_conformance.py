@@ -3,7 +3,7 @@
 paths, a raw socket client for pipelining, bodies, Expect: 100-continue, every malformed
 or smuggling request the module must refuse, path traversal, limits and timeouts.
 
-Usage: http.py PATH/TO/ecshardd"""
+Usage: http_conformance.py PATH/TO/ecshardd"""
 import hashlib
 import os
 import shutil
@@ -381,7 +381,7 @@ def test_tls(binary, top, root):
 
 def main():
     if len(sys.argv) != 2:
-        fail("usage: http.py ECSHARDD")
+        fail("usage: http_conformance.py ECSHARDD")
     if shutil.which("curl") is None:
         print("SKIP: curl not installed")
         sys.exit(77)
