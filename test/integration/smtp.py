@@ -13,16 +13,13 @@ import subprocess
 import sys
 import tempfile
 
-from common import fail, free_port, stop, wait_port
+from common import only_listeners, fail, free_port, stop, wait_port
 
 
 def start(ecshardd, tmp, port, *extra):
     log = tempfile.TemporaryFile("w+")
     cmd = [ecshardd, "--shards", "2",
-           "--set", "listener.echo.enabled=false",
-           "--set", "listener.urlfetch.enabled=false",
-           "--set", "listener.admin.enabled=false",
-           "--set", "listener.console.enabled=false",
+           *only_listeners(ecshardd, "smtp"),
            "--set", 'listener.smtp.listen="127.0.0.1:%d"' % port,
            "--set", 'listener.smtp.tls.certificate="%s/cert.pem"' % tmp,
            "--set", 'listener.smtp.tls.key="%s/key.pem"' % tmp,

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from common import fail, free_port, stop, wait_port
+from common import only_listeners, fail, free_port, stop, wait_port
 
 SIZE = 2000  # smtp-source -l: payload bytes per message
 
@@ -25,10 +25,7 @@ def start(ecshardd, spool, port):
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
         [ecshardd, "--shards", "2",
-         "--set", "listener.echo.enabled=false",
-         "--set", "listener.urlfetch.enabled=false",
-         "--set", "listener.admin.enabled=false",
-         "--set", "listener.console.enabled=false",
+         *only_listeners(ecshardd, "smtp"),
          "--set", 'listener.smtp.listen="127.0.0.1:%d"' % port,
          "--set", 'smtp.spool_dir="%s"' % spool,
          "--set", "smtp.max_sessions_per_ip=0",

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 
-from common import fail, free_port, stop, wait_port
+from common import only_listeners, fail, free_port, stop, wait_port
 
 CLIENTS = 6
 MESSAGES = 15
@@ -100,10 +100,7 @@ def round_(ecshardd, libfault, env_faults, tolerate_reset):
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
         [ecshardd, "--shards", "2",
-         "--set", "listener.echo.enabled=false",
-         "--set", "listener.urlfetch.enabled=false",
-         "--set", "listener.admin.enabled=false",
-         "--set", "listener.console.enabled=false",
+         *only_listeners(ecshardd, "smtp"),
          "--set", 'listener.smtp.listen="127.0.0.1:%d"' % port,
          "--set", 'smtp.spool_dir="%s/spool"' % tmp,
          "--set", 'log.level="warning"'],
