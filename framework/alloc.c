@@ -393,12 +393,19 @@ static void *bad_type(const char *fn, int id)
 
 /* ---- fault injection ------------------------------------------------------------------ */
 
-static int fail_every;     /* 0: off (relaxed: a test turns it on and off between phases) */
-static unsigned fail_tick; /* allocations seen while on (atomic) */
+static int fail_every;      /* 0: off (relaxed: a test turns it on and off between phases) */
+static unsigned fail_tick;  /* allocations seen while on (atomic) */
+static unsigned fail_count; /* failures injected since the last fw__alloc_fail_every (atomic) */
+
+unsigned fw__alloc_failures_injected(void)
+{
+  return __atomic_load_n(&fail_count, __ATOMIC_RELAXED);
+}
 
 void fw__alloc_fail_every(int every)
 {
   __atomic_store_n(&fail_tick, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&fail_count, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&fail_every, every > 0 ? every : 0, __ATOMIC_RELAXED);
 }
 
@@ -408,7 +415,10 @@ static int injected_failure(void)
 
   if (__builtin_expect(every == 0, 1))
     return 0;
-  return __atomic_add_fetch(&fail_tick, 1, __ATOMIC_RELAXED) % (unsigned)every == 0;
+  if (__atomic_add_fetch(&fail_tick, 1, __ATOMIC_RELAXED) % (unsigned)every != 0)
+    return 0;
+  __atomic_add_fetch(&fail_count, 1, __ATOMIC_RELAXED);
+  return 1;
 }
 
 static void *alloc_typed(const memtype *mt, int id, size_t size)

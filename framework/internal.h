@@ -107,6 +107,7 @@ void fw__alloc_thread_exit(void);
  * thread. Costs one relaxed load per allocation while off.
  */
 void fw__alloc_fail_every(int every);
+unsigned fw__alloc_failures_injected(void); /* since the last fw__alloc_fail_every */
 
 /* For caches of fixed-size blocks kept outside the allocator (shard/event.c): counts
  * `delta` blocks of memtype `id` as allocated (> 0) or freed (< 0) without touching them. */

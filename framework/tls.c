@@ -17,9 +17,11 @@
 #include "shard/shard.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -717,7 +719,10 @@ static int fw__sni_cb(SSL *ssl, int *alert, void *arg)
  * A development certificate made at start: EC P-256, valid for a year, for localhost,
  * 127.0.0.1, ::1 and this machine's host name. Nothing to ship, nothing any client trusts.
  */
-static int fw__self_signed(SSL_CTX *ctx, char *err, size_t errlen)
+static int fw__self_signed_save(const char *path, X509 *x, EVP_PKEY *pkey, char *err,
+                                size_t errlen);
+
+static int fw__self_signed(SSL_CTX *ctx, const char *save, char *err, size_t errlen)
 {
   EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
   X509 *x = X509_new();
@@ -751,19 +756,76 @@ static int fw__self_signed(SSL_CTX *ctx, char *err, size_t errlen)
       !X509_add_ext(x, ext, -1) || !X509_sign(x, pkey, EVP_sha256()))
     goto out;
   ok = SSL_CTX_use_certificate(ctx, x) == 1 && SSL_CTX_use_PrivateKey(ctx, pkey) == 1;
+  if (ok && save != NULL && fw__self_signed_save(save, x, pkey, err, errlen) < 0) {
+    ok = -1; /* err says why */
+    goto out;
+  }
 out:
-  if (!ok)
+  if (ok == 0)
     fw__ssl_reason("generating a self-signed certificate", err, errlen);
-  else
+  else if (ok > 0)
     ec_debug_printf(DWARNING, EC_LOG_SSL,
-                    "TLS: using a self-signed certificate generated at start (CN %s); for "
+                    "TLS: using a self-signed certificate generated at start (CN %s)%s%s; for "
                     "development only, clients will not trust it",
-                    host);
+                    host, save ? ", saved to " : "", save ? save : "");
   X509_EXTENSION_free(ext);
   BN_free(bn);
   X509_free(x);
   EVP_PKEY_free(pkey);
-  return ok ? 0 : -1;
+  return ok > 0 ? 0 : -1;
+}
+
+/*
+ * Writes the generated key and certificate to `path` (one PEM file, mode 0600) through a
+ * temporary file and a rename, so a crash never leaves half a key behind and the next
+ * start (or the next listener naming the same file) loads the same certificate, the way
+ * Postfix's snakeoil certificate is made once.
+ */
+static int fw__self_signed_save(const char *path, X509 *x, EVP_PKEY *pkey, char *err, size_t errlen)
+{
+  char tmp[4096];
+  FILE *f;
+  int fd, ok;
+
+  if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
+    snprintf(err, errlen, "%s: path too long", path);
+    return -1;
+  }
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+    snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  ok = PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL) == 1 && PEM_write_X509(f, x) == 1;
+  ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) {
+    snprintf(err, errlen, "%s: cannot write the self-signed certificate: %s", path,
+             strerror(errno ? errno : EIO));
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+/* certificate = "self-signed" with a key path: the saved pair if the file exists, else a
+ * new pair saved there. Without a key path: a new pair in memory only. */
+static int fw__self_signed_load_or_make(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+  if (path != NULL && access(path, F_OK) == 0) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, path) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, path, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+      fw__ssl_reason(path, err, errlen);
+      return -1;
+    }
+    ec_debug_printf(DNOTICE, EC_LOG_SSL, "TLS: using the self-signed certificate saved in %s",
+                    path);
+    return 0;
+  }
+  return fw__self_signed(ctx, path, err, errlen);
 }
 
 /* Reads 80-byte ticket key files (nginx's format: 16 bytes of name, 32 of HMAC-SHA256 key,
@@ -848,7 +910,7 @@ static SSL_CTX *fw__server_one(const fw__tls_opts *o, const fw__tls_cert *c, fw_
   }
   if (c->certificate != NULL && strcmp(c->certificate, FW__TLS_SELF_SIGNED) == 0) {
     snprintf(keybuf, keylen, "%scertificate", prefix);
-    if (fw__self_signed(ctx, err, errlen) < 0) {
+    if (fw__self_signed_load_or_make(ctx, c->key, err, errlen) < 0) {
       fw__set_bad(bad_key, keybuf);
       goto fail;
     }

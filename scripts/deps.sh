@@ -18,17 +18,19 @@ base=(
   libevent-dev libuv1-dev # perf/: the libevent and libuv peers of the benchmarks
   curl python3 procps iproute2
   haproxy # test/integration/haproxy.py: a real load balancer sending PROXY v2
+  libhttp-parser-dev # test_http_diff: the oracle of the http parser's differential test
+  slowhttptest # test/integration/http_slow.py: slow-client attacks on the http module
+  swaks libnet-ssleay-perl postfix # test/integration/smtp*.py: swaks (with TLS), smtp-source
 )
 # gnuplot-nox rather than gnuplot: the latter pulls in Qt and X11.
-perf=(wrk nginx-light h2o swaks strace valgrind linux-perf gnuplot-nox postfix)
+perf=(wrk nginx-light h2o strace valgrind linux-perf gnuplot-nox)
 
 wanted=("${base[@]}")
-with_postfix=0
+with_postfix=1 # postfix is in base (smtp-source for the SMTP crash test)
 for group in "$@"; do
   case $group in
     perf)
       wanted+=("${perf[@]}")
-      with_postfix=1
       ;;
     *)
       echo "deps.sh: unknown package group '$group' (known: perf)" >&2

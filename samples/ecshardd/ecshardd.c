@@ -15,6 +15,8 @@
 #include "ec_framework.h"
 
 #include "echo.h"
+#include "http.h"
+#include "smtp.h"
 #include "urlfetch.h"
 
 #define MAX_SET 64
@@ -27,19 +29,34 @@ static const char default_config[] =
     "listener = {\n"
     "  echo = { listen = \"127.0.0.1:7007\"; protocol = \"echo\"; idle_timeout = 300.0; };\n"
     "  urlfetch = { listen = \"127.0.0.1:7070\"; protocol = \"urlfetch\"; };\n"
+    "  http = { listen = \"127.0.0.1:8080\"; protocol = \"http\"; idle_timeout = 600.0; };\n"
+    "  # HTTPS and SMTP's STARTTLS use a self-signed certificate made on first start and\n"
+    "  # kept in the working directory (docs/tls.md); configure a real one with --config.\n"
+    "  https = { listen = \"127.0.0.1:8443\"; protocol = \"http\"; idle_timeout = 600.0;\n"
+    "            tls = { certificate = \"self-signed\"; key = \"ecshardd-selfsigned.pem\";\n"
+    "                    alpn = [ \"http/1.1\" ]; }; };\n"
+    "  smtp = { listen = \"127.0.0.1:2525\"; protocol = \"smtp\"; idle_timeout = 600.0;\n"
+    "           tls = { certificate = \"self-signed\"; key = \"ecshardd-selfsigned.pem\";\n"
+    "                   mode = \"starttls\"; }; };\n"
     "  # Operations (docs/operations.md): metrics over HTTP (GET /metrics, /stats, /health)\n"
     "  # and the console (ecshard-console) on a Unix socket in the working directory.\n"
     "  admin = { listen = \"127.0.0.1:9090\"; protocol = \"admin\"; idle_timeout = 10.0; };\n"
     "  console = { listen = \"unix:ecshardd.console\"; protocol = \"console\";\n"
     "              idle_timeout = 600.0; };\n"
-    "};\n";
+    "};\n"
+    "# The SMTP module spools to ./spool (relative to the working directory, made on first\n"
+    "# use); --set smtp.mode=sink accepts and discards instead (docs/smtp.md).\n"
+    "smtp = { mode = \"spool\"; spool_dir = \"spool\"; };\n";
 
 static int register_modules(void)
 {
   static const struct {
     const char *name;
     int (*reg)(void);
-  } modules[] = {{"echo", echo_register}, {"urlfetch", urlfetch_register}};
+  } modules[] = {{"echo", echo_register},
+                 {"http", http_register},
+                 {"urlfetch", urlfetch_register},
+                 {"smtp", smtp_register}};
 
   for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
     int rc = modules[i].reg();

@@ -9,6 +9,23 @@ import sys
 import time
 
 
+def only_listeners(ecshardd, *keep):
+    """--set arguments that switch off every listener of ecshardd's embedded default except
+    those named in `keep`: its fixed ports and socket path would collide between tests
+    running in parallel (and a new default listener must not break old tests)."""
+    cfg = subprocess.run([ecshardd, "--print-config"], capture_output=True, text=True).stdout
+    args = []
+    if "\nlistener = {\n" not in cfg:
+        return args
+    section = cfg.split("\nlistener = {\n", 1)[1].split("\n};", 1)[0]
+    for line in section.splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith("= {"):
+            name = line.strip().split(" ", 1)[0]
+            if name not in keep:
+                args += ["--set", "listener.%s.enabled=false" % name]
+    return args
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from common import echo_ok, fail, free_port, stop, wait_port
+from common import only_listeners, echo_ok, fail, free_port, stop, wait_port
 
 import subprocess
 
@@ -59,9 +59,7 @@ def main():
     proc = subprocess.Popen(
         [ecshardd, "--shards", "1",
          "--set", 'listener.echo.listen="127.0.0.1:%d"' % port,
-         "--set", "listener.urlfetch.enabled=false",
-         "--set", "listener.admin.enabled=false",
-         "--set", "listener.console.enabled=false",
+         *only_listeners(ecshardd, "echo"),
          "--set", "limits.accept_retry_delay=0.05",
          "--set", 'log.level="warning"'],
         stderr=log)

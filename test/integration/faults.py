@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 
-from common import echo_ok, fail, free_port, stop, wait_port
+from common import only_listeners, echo_ok, fail, free_port, stop, wait_port
 
 CLIENTS = 8
 BYTES = 256 * 1024
@@ -69,8 +69,7 @@ def round_(ecshardd, libfault, env_faults, tolerate_reset):
     env["LD_PRELOAD"] = libfault + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
-        [ecshardd, "--shards", "2", "--set", "listener.urlfetch.enabled=false",
-         "--set", "listener.admin.enabled=false", "--set", "listener.console.enabled=false",
+        [ecshardd, "--shards", "2", *only_listeners(ecshardd, "echo"),
          "--set", "listener.echo.listen=127.0.0.1:%d" % port],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

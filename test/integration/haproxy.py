@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import echo_ok, fail, free_port, stop, wait_port
+from common import only_listeners, echo_ok, fail, free_port, stop, wait_port
 
 
 def main():
@@ -40,9 +40,7 @@ backend be
     server = subprocess.Popen(
         [ecshardd, "--shards", "2",
          "--set", 'listener.echo.listen="127.0.0.1:%d"' % back,
-         "--set", "listener.urlfetch.enabled=false",
-         "--set", "listener.admin.enabled=false",
-         "--set", "listener.console.enabled=false",
+         *only_listeners(ecshardd, "echo"),
          "--set", "listener.echo.proxy_protocol=true",
          "--set", 'log.level="notice"'],
         stderr=log)

@@ -485,6 +485,32 @@ def t_self_signed():
         fail("self-signed: no warning in the log:\n%s" % text)
     print("ok: certificate = \"self-signed\" serves, and warns")
 
+    # With a key path the pair is made once, saved (0600) and loaded again by the next
+    # start: the same certificate (as Postfix's snakeoil), so a client may pin it.
+    saved = os.path.join(D, "selfsigned.pem")
+    fingerprints = []
+    for round_ in range(2):
+        port = free_port()
+        proc, log = start(listener(port, 'certificate = "self-signed"; key = "%s";' % saved))
+        try:
+            wait_port(port, proc=proc)
+            out, rc = s_client(port, "-showcerts", data=b"dev\n", verify=False)
+            if "dev" not in out:
+                fail("saved self-signed: no echo:\n%s" % out)
+        finally:
+            text = finish(proc, log, "self-signed saved")
+        if round_ == 0 and "saved to " + saved not in text:
+            fail("saved self-signed: the first start did not say it saved the pair:\n" + text)
+        if round_ == 1 and "self-signed certificate saved in " + saved not in text:
+            fail("saved self-signed: the second start did not load the saved pair:\n" + text)
+        if os.stat(saved).st_mode & 0o077:
+            fail("saved self-signed: the key file is readable by others")
+        pem = out[out.index("-----BEGIN CERTIFICATE-----"):out.index("-----END CERTIFICATE-----")]
+        fingerprints.append(pem)
+    if fingerprints[0] != fingerprints[1]:
+        fail("saved self-signed: the second start served another certificate")
+    print("ok: certificate = \"self-signed\" with a key path is made once and reused")
+
 
 def t_config_errors():
     port = free_port()
