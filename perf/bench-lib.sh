@@ -91,3 +91,15 @@ bl_run() {
 bl_free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# --set arguments that switch off every listener of ecshardd's embedded default except
+# those named after the binary: their fixed ports would collide with other runs.
+bl_only_listeners() {
+  local bin=$1 l
+  shift
+  while read -r l; do
+    [[ -n "$l" ]] || continue
+    [[ " $* " == *" $l "* ]] && continue
+    printf -- '--set\nlistener.%s.enabled=false\n' "$l"
+  done < <("$bin" --print-config 2>/dev/null | awk '/^listener = \{/ {inl = 1; next} inl && /^};/ {exit} inl && /^  [A-Za-z0-9_]+ = \{/ {print $1}')
+}

@@ -84,7 +84,7 @@ server_start() { # WRAPPER... -> sets SPID, SPORT
   SPORT=$(bl_free_port)
   local lname=$BENCHNAME
   "$@" "$BUILD/samples/ecshardd/ecshardd" --shards 1 --set "listener.$lname.listen=\"127.0.0.1:$SPORT\"" \
-    --set "listener.urlfetch.enabled=false" --set 'log.level="warning"' >>"$OUT/server.log" 2>&1 &
+    "${OTHERS[@]}" --set 'log.level="warning"' >>"$OUT/server.log" 2>&1 &
   SPID=$!
   for ((i = 0; i < 300; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$SPORT") 2>/dev/null && return 0; sleep 0.1; done
   bl_die "ecshardd did not listen on $SPORT (see $OUT/server.log)"
@@ -101,6 +101,7 @@ if [[ $BENCHNAME == echo || $BENCHNAME == http ]]; then
     bl_die "ecshardd has no '$BENCHNAME' listener in this build"
   fi
   LOAD="$BUILD/samples/load/ecshard-load"
+  mapfile -t OTHERS < <(bl_only_listeners "$BUILD/samples/ecshardd/ecshardd" "$BENCHNAME")
   if [[ $PROFILER == perf ]]; then
     server_start
     # shellcheck disable=SC2046

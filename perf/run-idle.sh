@@ -33,6 +33,7 @@ HOLD="${HOLD:-120}"
 bl_build ecshardd
 ECSHARDD="$BUILD/samples/ecshardd/ecshardd"
 [[ -x "$ECSHARDD" ]] || bl_die "ecshardd was not built"
+mapfile -t OTHERS < <(bl_only_listeners "$ECSHARDD" echo)
 mkdir -p "$RESULTS"
 out="$RESULTS/idle-$(date -u +%Y%m%d-%H%M%S).txt"
 bl_meta idle >"$out"
@@ -59,7 +60,7 @@ port() { bl_free_port; }
 start_ecshardd() { # SHARDS PORT -> pid
   "$ECSHARDD" --shards "$1" --set "listener.echo.listen=\"127.0.0.1:$2\"" \
     --set "listener.echo.idle_timeout=600.0" --set "listener.echo.max_connections=1000000" \
-    --set "listener.urlfetch.enabled=false" --set 'log.level="warning"' \
+    "${OTHERS[@]}" --set 'log.level="warning"' \
     >>"$out.stderr" 2>&1 &
   echo $!
 }

@@ -60,10 +60,7 @@ for proto in $PROTOS; do
     continue
   fi
   # every other listener of the default configuration is switched off
-  others=()
-  while read -r l; do
-    [[ -n "$l" && "$l" != "$lname" ]] && others+=(--set "listener.$l.enabled=false")
-  done < <("$ECSHARDD" --print-config 2>/dev/null | awk '/^listener/ {inl = 1; next} inl && /^[[:space:]]+[A-Za-z0-9_]+[[:space:]]*[=:][[:space:]]*\{/ {n = $1; sub(/[=:].*/, "", n); print n} inl && /^};/ {exit}')
+  mapfile -t others < <(bl_only_listeners "$ECSHARDD" "$lname")
   for s in $SHARDS; do
     for ((r = 1; r <= RUNS; r++)); do
       p=$(bl_free_port)

@@ -19,7 +19,7 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import fail, free_port, stop, wait_port  # noqa: E402
+from common import fail, free_port, only_listeners, stop, wait_port  # noqa: E402
 
 ECSHARDD, LOAD = sys.argv[1], sys.argv[2]
 TIMEOUT = 120
@@ -61,7 +61,7 @@ def check(cond, msg, r):
 def test_echo():
     port = free_port()
     srv = subprocess.Popen([ECSHARDD, "--shards", "2", "--set", 'listener.echo.listen="127.0.0.1:%d"' % port,
-                            "--set", "listener.urlfetch.enabled=false", "--set", 'log.level="warning"'],
+                            *only_listeners(ECSHARDD, "echo"), "--set", 'log.level="warning"'],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_port(port, proc=srv)
