@@ -815,9 +815,19 @@ static int fw__self_signed_save(const char *path, X509 *x, EVP_PKEY *pkey, char 
 static int fw__self_signed_load_or_make(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
 {
   if (path != NULL && access(path, F_OK) == 0) {
-    if (SSL_CTX_use_certificate_chain_file(ctx, path) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, path, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
+    /* One read of the file for both halves: another process starting beside us may
+     * replace it (rename) between two opens, and a key from one pair with the
+     * certificate of another would not match. */
+    BIO *bio = BIO_new_file(path, "r");
+    EVP_PKEY *pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    X509 *x = pkey ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    int ok = x != NULL && SSL_CTX_use_certificate(ctx, x) == 1 &&
+             SSL_CTX_use_PrivateKey(ctx, pkey) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+
+    X509_free(x);
+    EVP_PKEY_free(pkey);
+    BIO_free(bio);
+    if (!ok) {
       fw__ssl_reason(path, err, errlen);
       return -1;
     }

@@ -753,7 +753,7 @@ static int command(smtp_session *s, char *line, int len)
   if (memchr(line, '\0', (size_t)n) != NULL)
     return ERROR(s, "500 5.5.2 Error: NUL in command\r\n");
   /* A four-letter verb ends the line or is followed by a space. */
-  switch (n == 4 || line[4] == ' ' ? verb_of(line, n) : 0) {
+  switch (n == 4 || (n > 4 && line[4] == ' ') ? verb_of(line, n) : 0) {
   case VERB('E', 'H', 'L', 'O'):
     return cmd_helo(s, line + 4, 1);
   case VERB('H', 'E', 'L', 'O'):
