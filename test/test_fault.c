@@ -80,20 +80,6 @@ static int lecho_start(Event *e, const ec_accept_info *info, void *closure)
 
 /* ---- clients ------------------------------------------------------------------------------ */
 
-static int free_port(void)
-{
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof(a);
-  int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-    port = ntohs(a.sin_port);
-  if (fd >= 0)
-    close(fd);
-  return port;
-}
-
 /* One client: LINES lines, each answered before the next. Returns the lines echoed
  * correctly before the server closed (LINES when all were). */
 static int client_run(int port, int id)
@@ -168,7 +154,7 @@ static void make_timers(void *arg)
 static void t_allocation_failures(void)
 {
   static const int every[] = {2, 3, 5, 11, 0};
-  int port = free_port();
+  int port = unit_free_port();
   char text[256];
   ec_framework_options o = unit_options(2);
   ec_protocol p = {.name = "lecho", .session_start = lecho_start};

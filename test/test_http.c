@@ -13,19 +13,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 
-static int free_port(void)
-{
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof(a);
-  int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-  bind(fd, (struct sockaddr *)&a, sizeof(a));
-  getsockname(fd, (struct sockaddr *)&a, &len);
-  port = ntohs(a.sin_port);
-  close(fd);
-  return port;
-}
-
 static int dial(int port)
 {
   struct sockaddr_in a = {.sin_family = AF_INET,
@@ -77,7 +64,7 @@ static void t_counters(void)
   char conf[512], buf[8192];
   ec_framework_options o = unit_options(2);
   http_stats st, s0, s1;
-  int port = free_port();
+  int port = unit_free_port();
 
   ASSERT_EQ(http_stats_get(&st), -ENOENT); /* nothing served yet */
   ASSERT_EQ(http_register(), 0);

@@ -402,20 +402,6 @@ static int run_quiet(const char *cmd)
   return system(full);
 }
 
-static int free_port(void)
-{
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  socklen_t len = sizeof(sa);
-  int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-    port = ntohs(sa.sin_port);
-  close(fd);
-  return port;
-}
-
 static int wait_listening(int port)
 {
   for (int i = 0; i < 500; i++) {
@@ -453,7 +439,7 @@ static void t_https(void)
 
     write_file("page.txt", "over tls\n", 9, page, sizeof(page));
   }
-  port = free_port();
+  port = unit_free_port();
   ASSERT_GT(port, 0);
   snprintf(portstr, sizeof(portstr), "%d", port);
   pid = fork();

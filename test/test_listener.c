@@ -74,18 +74,6 @@ static int probe_hook(const ec_accept_info *info, void *closure)
   return __atomic_load_n(&refuse_all, __ATOMIC_ACQUIRE);
 }
 
-static int free_port(void)
-{
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof(a);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-  bind(fd, (struct sockaddr *)&a, sizeof(a));
-  getsockname(fd, (struct sockaddr *)&a, &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 /* Starts the framework with `shards` shards, the probe protocol and the given
  * configuration text; the harness's --set overrides (the poller) still apply. */
 static int start_cfg(int shards, const char *text)
@@ -181,7 +169,7 @@ static int expect_eof(int fd)
 static void spread(const char *mode)
 {
   char cfg[512], line[256];
-  int port = free_port(), fds[64], seen[2] = {0, 0};
+  int port = unit_free_port(), fds[64], seen[2] = {0, 0};
   ec_listener_stats st;
 
   snprintf(cfg, sizeof(cfg),
@@ -231,7 +219,7 @@ static void t_spread_single_acceptor(void)
 static void t_connection_limits(void)
 {
   char cfg[512], line[256];
-  int port = free_port(), fds[4], extra;
+  int port = unit_free_port(), fds[4], extra;
   ec_listener_stats st;
 
   snprintf(cfg, sizeof(cfg),
@@ -278,7 +266,7 @@ static void t_connection_limits(void)
 static void t_process_wide_limit(void)
 {
   char cfg[512], line[256];
-  int port = free_port(), a, b, c;
+  int port = unit_free_port(), a, b, c;
 
   snprintf(cfg, sizeof(cfg),
            "limits = { max_connections = 2; };\n"
@@ -303,7 +291,7 @@ static void t_process_wide_limit(void)
 static void t_idle_timeout(void)
 {
   char cfg[512], line[256];
-  int port = free_port(), fd;
+  int port = unit_free_port(), fd;
   ec_listener_stats st;
 
   snprintf(cfg, sizeof(cfg),
@@ -337,7 +325,7 @@ static void t_proxy_protocol(void)
                                      0x54, 0x0a, 0x21, 0x11, 0x00, 0x0c, 10,   9,    8,    7,
                                      127,  0,    0,    1,    0x30, 0x39, 0x1f, 0x90};
   char cfg[512], line[256];
-  int port = free_port(), fd;
+  int port = unit_free_port(), fd;
   ec_listener_stats st;
 
   snprintf(cfg, sizeof(cfg),
@@ -389,7 +377,7 @@ static void t_proxy_protocol(void)
 static void t_graceful_drain(void)
 {
   char cfg[512], line[256];
-  int port = free_port(), fd, late = 0;
+  int port = unit_free_port(), fd, late = 0;
 
   snprintf(cfg, sizeof(cfg),
            "shutdown = { drain_timeout = 30.0; };\n"
@@ -419,7 +407,7 @@ static void t_graceful_drain(void)
 static void t_drain_deadline(void)
 {
   char cfg[512], line[256];
-  int port = free_port(), fd;
+  int port = unit_free_port(), fd;
 
   snprintf(cfg, sizeof(cfg),
            "shutdown = { drain_timeout = 0.3; };\n"
@@ -441,7 +429,7 @@ static void t_drain_deadline(void)
 static void t_unix_and_ipv6(void)
 {
   char cfg[512], line[256], path[64];
-  int port = free_port(), fd, v6;
+  int port = unit_free_port(), fd, v6;
 
   snprintf(path, sizeof(path), "/tmp/ecshard-test-%d.sock", (int)getpid());
   v6 = socket(AF_INET6, SOCK_STREAM, 0) >= 0; /* leaks one fd in the test; fine */
@@ -479,12 +467,12 @@ static void t_config_errors(void)
   /* An unknown protocol is found when the listeners open. */
   snprintf(cfg, sizeof(cfg),
            "listener = { p = { listen = \"127.0.0.1:%d\"; protocol = \"nonesuch\"; }; };",
-           free_port());
+           unit_free_port());
   ASSERT_EQ(start_cfg(1, cfg), -EINVAL);
   ASSERT_EQ(ec_framework_join(), 0);
   /* A port in use fails the start too. */
   {
-    int busy = socket(AF_INET, SOCK_STREAM, 0), port = free_port();
+    int busy = socket(AF_INET, SOCK_STREAM, 0), port = unit_free_port();
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -42,18 +42,6 @@ static void make_tmpdir(void)
   }
 }
 
-static int free_port(void)
-{
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof(a);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-  bind(fd, (struct sockaddr *)&a, sizeof(a));
-  getsockname(fd, (struct sockaddr *)&a, &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 /* Starts the framework with an smtp listener on a free port, a fresh spool directory and
  * the extra settings `smtp_extra` (members of the smtp section) and `listener_extra`
  * (members of the listener). Returns the port, or -1. */
@@ -61,7 +49,7 @@ static int start(int shards, const char *smtp_extra, const char *listener_extra)
 {
   ec_framework_options o = unit_options(shards);
   char text[2048];
-  int port = free_port();
+  int port = unit_free_port();
 
   make_tmpdir();
   snprintf(spool, sizeof(spool), "%s/spool%d", tmpdir, ++runs);

@@ -620,20 +620,6 @@ static int tlsecho_start(Event *e, const ec_accept_info *info, void *closure)
   return E_READ;
 }
 
-static int free_port(void)
-{
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof(a);
-  int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-    port = ntohs(a.sin_port);
-  if (fd >= 0)
-    close(fd);
-  return port;
-}
-
 static int connect_port(int port)
 {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -672,7 +658,7 @@ static int start_listener(int port, const char *tls, const char *key)
 
 static void t_listener_tls(void)
 {
-  int port = free_port(), fd;
+  int port = unit_free_port(), fd;
   Event *c;
 
   if (!have_cert) {
@@ -696,7 +682,7 @@ static void t_listener_tls(void)
 
   /* STARTTLS: plaintext at first, the context is there for the protocol to use. */
   memset(&lres, 0, sizeof(lres));
-  port = free_port();
+  port = unit_free_port();
   ASSERT_EQ(start_listener(port, "mode = \"starttls\";", key_path), 0);
   fd = connect_port(port);
   ASSERT_GE(fd, 0);
@@ -711,7 +697,7 @@ static void t_listener_tls(void)
   stop();
 
   /* A key that does not exist: the start fails and says why; nothing is left open. */
-  port = free_port();
+  port = unit_free_port();
   ASSERT_EQ(start_listener(port, "", "/nonexistent/key.pem"), -EINVAL);
   stop();
 }
@@ -832,7 +818,7 @@ static void t_alpn_client_cert(void)
   ec_protocol p = {.name = "tlsinfo", .session_start = info_start};
   static const unsigned char offer[] = "\x08http/1.1\x02h2";
   char text[1024], err[256], buf[64];
-  int port = free_port(), fd, sv[2];
+  int port = unit_free_port(), fd, sv[2];
   Event *c, *plain;
 
   if (!have_cert) {
@@ -928,7 +914,7 @@ static void t_starttls_handshake_timeout(void)
   ec_framework_options o = unit_options(2);
   ec_protocol p = {.name = "stlsline", .session_start = stls_start};
   char text[1024], line[64];
-  int port = free_port(), fd, closed = 0;
+  int port = unit_free_port(), fd, closed = 0;
 
   if (!have_cert) {
     CU_ASSERT_EQUAL_FATAL(make_cert(), 0);

@@ -62,27 +62,13 @@ static void teardown_files(void)
   free(content_a);
 }
 
-static int free_port(void)
-{
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  socklen_t len = sizeof(sa);
-  int fd = socket(AF_INET, SOCK_STREAM, 0), p = -1;
-
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-      getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-    p = ntohs(sa.sin_port);
-  close(fd);
-  return p;
-}
-
 /* Starts the framework with the urlfetch listener on a free loopback port. */
 static int start_server(int shards)
 {
   char listen[64], *sets[4];
   ec_framework_options o = unit_options(shards);
 
-  port = free_port();
+  port = unit_free_port();
   snprintf(listen, sizeof(listen), "listener.urlfetch.listen=\"127.0.0.1:%d\"", port);
   sets[0] = listen;
   sets[1] = "listener.urlfetch.protocol=urlfetch";

@@ -3,7 +3,11 @@
  */
 #include "unit.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 
 const char *unit_set[UNIT_MAX_SET + 1];
@@ -47,4 +51,18 @@ int unit_main(int argc, char **argv, const char *suite, const unit_test *tests)
   failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
   CU_cleanup_registry();
   return failures ? 1 : 0;
+}
+
+int unit_free_port(void)
+{
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    port = ntohs(a.sin_port);
+  if (fd >= 0)
+    close(fd);
+  return port;
 }

@@ -74,6 +74,10 @@ static inline int unit_wait_ge(const int *v, int want, int ms)
 }
 
 /* Live objects of a memtype, summed over threads. */
+/* A TCP port on 127.0.0.1 that the kernel just handed out (bind to port 0, then close),
+ * for tests that configure a listener: never a fixed port. -1 on failure. */
+int unit_free_port(void);
+
 static inline int64_t unit_live(int memtype)
 {
   ec_memtype_stats st;
