@@ -18,6 +18,7 @@
  */
 #include "http_parse.h"
 
+#include <pthread.h>
 #include <string.h>
 
 /* Character classes, one bit each. */
@@ -50,15 +51,13 @@ static void cls_init_once(void)
   }
 }
 
-/* The table is filled once; concurrent first calls write the same bytes. */
+/* The table is filled once, by whichever shard parses first: two shards filling it at
+ * the same time was a data race (TSan), same bytes or not. */
 static void cls_init(void)
 {
-  static int done;
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-  if (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
-    cls_init_once();
-    __atomic_store_n(&done, 1, __ATOMIC_RELEASE); /* pairs with the load above */
-  }
+  pthread_once(&once, cls_init_once);
 }
 
 int http_token_eq(const char *s, size_t len, const char *lower)
