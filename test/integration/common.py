@@ -2,6 +2,7 @@
 
 Every wait is bounded; every process started is stopped by PID at the end."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -80,3 +81,37 @@ def stop(proc, timeout=15.0):
 def fail(msg):
     print("FAIL: " + msg, flush=True)
     sys.exit(1)
+
+
+# ---- the LD_PRELOAD fault interposer (test/fault/fault_preload.c) --------------------------
+
+# The two rounds every fault test runs: faults without resets (every byte must arrive), then
+# with resets in the middle of writes (the server must keep serving).
+FAULT_ROUNDS = (
+    ({"FAULT_SHORT": "40", "FAULT_EINTR": "10", "FAULT_EAGAIN": "10", "FAULT_SEED": "7"}, False),
+    ({"FAULT_SHORT": "30", "FAULT_EINTR": "5", "FAULT_EAGAIN": "5", "FAULT_RESET": "30",
+      "FAULT_SEED": "11"}, True),
+)
+
+
+def fault_env(libfault, faults):
+    """The environment for a server run under the interposer with `faults` set."""
+    env = dict(os.environ)
+    env.update(faults)
+    env["LD_PRELOAD"] = libfault + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
+    return env
+
+
+def check_fault_report(out, faults, tolerate_reset, outcome):
+    """Fails unless the server's output `out` has the interposer's report with faults of
+    every kind asked for, and no sanitizer report; prints the counts and `outcome`."""
+    m = re.search(r"fault_preload: calls=(\d+) short=(\d+) eintr=(\d+) eagain=(\d+) reset=(\d+)", out)
+    if not m:
+        fail("no fault report from the interposer:\n" + out[-2000:])
+    calls, short, eintr, eagain, reset = map(int, m.groups())
+    print("faults %r: calls=%d short=%d eintr=%d eagain=%d reset=%d; %s" %
+          (faults, calls, short, eintr, eagain, reset, outcome), flush=True)
+    if short == 0 or eintr == 0 or eagain == 0 or (tolerate_reset and reset == 0):
+        fail("the interposer injected too few faults")
+    if "ERROR: AddressSanitizer" in out or "LeakSanitizer" in out or "ThreadSanitizer" in out:
+        fail("sanitizer report:\n" + out[-4000:])

@@ -10,14 +10,13 @@ after the storm a fresh connection is echoed, and the process stops cleanly on S
 usage: faults.py ECSHARDD LIBFAULT"""
 import os
 import random
-import re
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 
-from common import only_listeners, echo_ok, fail, free_port, stop, wait_port
+from common import FAULT_ROUNDS, check_fault_report, fault_env, only_listeners, echo_ok, fail, free_port, stop, wait_port
 
 CLIENTS = 8
 BYTES = 256 * 1024
@@ -64,9 +63,7 @@ def client(port, seed, results, tolerate_reset):
 
 def round_(ecshardd, libfault, env_faults, tolerate_reset):
     port = free_port()
-    env = dict(os.environ)
-    env.update(env_faults)
-    env["LD_PRELOAD"] = libfault + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
+    env = fault_env(libfault, env_faults)
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
         [ecshardd, "--shards", "2", *only_listeners(ecshardd, "echo"),
@@ -104,24 +101,14 @@ def round_(ecshardd, libfault, env_faults, tolerate_reset):
     out = log.read()
     if rc != 0:
         fail("ecshardd exited with %s:\n%s" % (rc, out[-3000:]))
-    m = re.search(r"fault_preload: calls=(\d+) short=(\d+) eintr=(\d+) eagain=(\d+) reset=(\d+)", out)
-    if not m:
-        fail("no fault report from the interposer:\n" + out[-2000:])
-    calls, short, eintr, eagain, reset = map(int, m.groups())
-    print("faults %r: calls=%d short=%d eintr=%d eagain=%d reset=%d; results %r" %
-          (env_faults, calls, short, eintr, eagain, reset, sorted(v[0] for v in results.values())))
-    if short == 0 or eintr == 0 or eagain == 0 or (tolerate_reset and reset == 0):
-        fail("the interposer injected too few faults")
-    if "ERROR: AddressSanitizer" in out or "LeakSanitizer" in out or "ThreadSanitizer" in out:
-        fail("sanitizer report:\n" + out[-4000:])
+    check_fault_report(out, env_faults, tolerate_reset,
+                       "results %r" % sorted(v[0] for v in results.values()))
 
 
 def main():
     ecshardd, libfault = sys.argv[1], sys.argv[2]
-    round_(ecshardd, libfault, {"FAULT_SHORT": "40", "FAULT_EINTR": "10", "FAULT_EAGAIN": "10",
-                                "FAULT_SEED": "7"}, False)
-    round_(ecshardd, libfault, {"FAULT_SHORT": "30", "FAULT_EINTR": "5", "FAULT_EAGAIN": "5",
-                                "FAULT_RESET": "30", "FAULT_SEED": "11"}, True)
+    for faults, tolerate_reset in FAULT_ROUNDS:
+        round_(ecshardd, libfault, faults, tolerate_reset)
     print("ok")
 
 
