@@ -29,12 +29,11 @@ import threading
 import time
 import urllib.request
 
-from common import fail, free_port, only_listeners, stop, wait_port
+# CHECK_RSS: sanitizer builds hold freed memory in quarantine (ASan) or shadow it (TSan), so
+# resident memory says nothing there; LSan checks leaks at exit instead.
+from common import CHECK_RSS, fail, free_port, only_listeners, stop, wait_port
 
 SECONDS = float(os.environ.get("ECSHARD_SOAK_SECONDS", "45"))
-# Sanitizer builds hold freed memory in quarantine (ASan) or shadow it (TSan), so resident
-# memory says nothing there; LSan checks leaks at exit instead.
-CHECK_RSS = os.environ.get("ECSHARD_SOAK_CHECK_RSS", "1") != "0"
 RSS_GROWTH_MAX = 16 * 1024 * 1024  # bytes between the first and last third of the run
 
 
