@@ -11,17 +11,64 @@
  * stream is a hang: abort (the margin is for a loaded CI machine; sessions end in ms).
  */
 #include "../../samples/smtp/smtp.c"
+#include "shard/shard.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static int port;
+
+/* A hang: what shard 0 holds (racy reads of a live shard, for the report only), every
+ * registered descriptor with its interest and the SMTP sessions' state, then every
+ * thread's backtrace if gdb is there. */
+static void report_hang(int client_fd)
+{
+  shard *sh = shard__get(0);
+  struct sockaddr_in me;
+  socklen_t len = sizeof(me);
+  char cmd[128];
+
+  if (getsockname(client_fd, (struct sockaddr *)&me, &len) != 0)
+    me.sin_port = 0;
+  fprintf(stderr, "hang: client port %d; shard 0: %d timers, %d floating\n", ntohs(me.sin_port),
+          sh->ntimers, sh->nfloating);
+  for (int fd = 0; fd < sh->fd_cap; fd++) {
+    Event *e = sh->fd_events[fd];
+    struct pollfd p = {fd, POLLIN, 0};
+
+    if (e == NULL)
+      continue;
+    fprintf(stderr, "  fd %d: mask 0x%x regmask 0x%x state %u flags 0x%x, poll %d revents 0x%x\n",
+            fd, e->mask, e->_priv.regmask, e->_priv.state, e->_priv.flags, poll(&p, 1, 0),
+            p.revents);
+    if (e->callback == smtp_cb && e->closure != NULL) {
+      smtp_session *ss = e->closure;
+
+      fprintf(stderr, "    smtp session: phase %d quitting %d errors %d, %d bytes to write\n",
+              (int)ss->phase, ss->quitting, ss->errors, ss->out.buflen - ss->out.offset);
+    }
+  }
+  snprintf(cmd, sizeof(cmd), "gdb -p %d -batch -ex 'thread apply all bt' 1>&2", (int)getpid());
+  if (system(cmd) != 0)
+    fprintf(stderr, "(no backtraces: gdb failed)\n");
+}
+
+static uint64_t mono_ms(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -58,33 +105,69 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   size_t off = 0;
+  uint64_t deadline;
   char buf[65536];
 
   if (size > 16384 || fd < 0)
     goto out;
   a.sin_port = htons((uint16_t)port);
-  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-    abort(); /* the server stopped listening */
+  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    struct pollfd p = {fd, POLLOUT, 0};
+    int err = errno;
+    socklen_t elen = sizeof(err);
+
+    /* Interrupted (SIGALRM), the connection goes on: wait for its outcome. */
+    if (err == EINTR) {
+      while (poll(&p, 1, 8000) < 0 && errno == EINTR)
+        ;
+      if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+        err = errno;
+    }
+    if (err != 0) {
+      fprintf(stderr, "connect to the server: %s\n", strerror(err));
+      abort(); /* the server stopped listening */
+    }
+  }
+  /* libFuzzer's SIGALRM (its -timeout watch) interrupts blocking calls: EINTR is retried
+   * everywhere here, and the wait for the end of the session keeps its own deadline. */
   while (off < size) {
     ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
 
+    if (n < 0 && errno == EINTR)
+      continue;
     if (n <= 0)
       break; /* the server closed (too many errors): fine */
     off += (size_t)n;
   }
   shutdown(fd, SHUT_WR);
+  deadline = mono_ms() + 8000;
   for (;;) {
     struct pollfd p = {fd, POLLIN, 0};
+    uint64_t now = mono_ms();
     ssize_t n;
+    int r;
 
-    if (poll(&p, 1, 8000) <= 0)
-      abort(); /* the session did not end after the client's end of stream */
+    if (now >= deadline) {
+      report_hang(fd);
+      abort(); /* the session did not end within 8 s of the client's end of stream */
+    }
+    r = poll(&p, 1, (int)(deadline - now));
+    if (r <= 0)
+      continue; /* EINTR, or the deadline: checked above */
     n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0 && errno == EINTR)
+      continue;
     if (n <= 0)
       break;
   }
 out:
-  if (fd >= 0)
+  if (fd >= 0) {
+    /* The session is over: close with a reset, so that hundreds of thousands of runs leave
+     * no TIME_WAIT behind on the client's side to use up the ephemeral ports. */
+    struct linger lg = {1, 0};
+
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
+  }
   return 0;
 }
