@@ -41,6 +41,10 @@ static const char default_text[] =
     "  # Linux lets a sleeping thread wake up to its timer slack late (50 us by default) to\n"
     "  # batch wakeups; shards ask for this much instead (0 = leave the default).\n"
     "  timer_slack_ns = 1000;\n"
+    "  # After an iteration that handled cross-thread messages, a shard with nothing else to\n"
+    "  # do polls its mailbox this long before it sleeps, so that a steady stream from other\n"
+    "  # threads does not cost a wakeup per burst (0 = always sleep at once).\n"
+    "  mailbox_spin_ns = 20000;\n"
     "};\n"
     "\n"
     "# Log lines go through a bounded queue to a logger thread; when the queue is full a\n"
@@ -188,6 +192,7 @@ static const cfg_entry event_loop_schema[] = {
     {.name = "events_per_wait", .type = CFG_INT, .min = 1, .max = 1 << 16},
     {.name = "max_timed_events_per_iter", .type = CFG_INT, .min = 1, .max = 1 << 20},
     {.name = "timer_slack_ns", .type = CFG_INT, .min = 0, .max = 100000000},
+    {.name = "mailbox_spin_ns", .type = CFG_INT, .min = 0, .max = 10000000},
     {.name = NULL},
 };
 

@@ -237,11 +237,15 @@ static void collect_shards(ec_stats_writer *w)
                       "Mailbox messages handled (schedules, dispatch requests, closures)", lb,
                       st.messages);
     ec_stats_emit_u64(w, "ecshard_shard_mailbox_backlog", G,
-                      "Messages taken off the mailbox and not yet handled", lb, st.mailbox_backlog);
+                      "Messages queued in the mailbox, not yet handled", lb, st.mailbox_backlog);
     ec_stats_emit_u64(w, "ecshard_shard_wakeups_total", C,
                       "Eventfd writes other threads made to wake the shard", lb, st.wakeups_sent);
     ec_stats_emit_u64(w, "ecshard_shard_sleeps_total", C, "Waits for work with a timeout", lb,
                       st.sleeps);
+    ec_stats_emit_u64(w, "ecshard_shard_mailbox_spins_total", C,
+                      "Mailbox polls before sleeping (event_loop.mailbox_spin_ns)", lb, st.spins);
+    ec_stats_emit_u64(w, "ecshard_shard_mailbox_spin_hits_total", C,
+                      "Mailbox polls before sleeping that found messages", lb, st.spin_hits);
     ec_stats_emit_u64(w, "ecshard_shard_fds", G, "Descriptors registered with the poller", lb,
                       st.scheduled_fds);
     ec_stats_emit_u64(w, "ecshard_shard_poller_changes_total", C,

@@ -78,6 +78,8 @@ typedef struct ec_shard_stats {
   uint64_t messages;       /* mailbox messages processed */
   uint64_t wakeups_sent;   /* eventfd writes other threads made to wake this shard */
   uint64_t sleeps;         /* waits with a non-zero timeout */
+  uint64_t spins;          /* mailbox polls before sleeping (event_loop.mailbox_spin_ns) */
+  uint64_t spin_hits;      /* ... that found messages, so the shard did not sleep */
   uint64_t scheduled_fds;  /* descriptors currently registered */
   uint64_t syscalls_ctl;   /* interest changes sent to the poller */
   uint64_t timers_fired;   /* timed Events dispatched */
@@ -85,7 +87,7 @@ typedef struct ec_shard_stats {
   /* Operations counters (docs/operations.md has what each means and costs). */
   uint64_t bytes_in;        /* bytes event_read returned on this shard (after TLS) */
   uint64_t bytes_out;       /* bytes event_write and the event_io_* writes sent */
-  uint64_t mailbox_backlog; /* messages taken off the mailbox and not yet handled */
+  uint64_t mailbox_backlog; /* messages queued in the mailbox, not yet handled */
   uint64_t stalls;          /* iterations the watchdog saw run past watchdog.stall_threshold */
   uint64_t slow_callbacks;  /* timed callbacks that ran past watchdog.stall_threshold */
   uint64_t callbacks_timed; /* callbacks timed (watchdog.callback_timing on) */

@@ -40,7 +40,7 @@ enum ec_memory_object_type {
   MEMTYPE_IS_MALLOC_3C = 97,         /* plain malloc(3)/free(3): no header, still counted */
   MEMTYPE_EC_PTR_ARRAY = 113,        /* vsize */
   MEMTYPE_CIDRNODE_IPV6 = 115,       /* vsize */
-  MEMTYPE_SHARD_MSG = 116,           /* fixed: a mailbox message (ecshard) */
+  MEMTYPE_SHARD_MSG = 116,           /* fixed: a chunk of mailbox messages, 4032 bytes (ecshard) */
   MEMTYPE_LOG_MSG = 117,             /* vsize: a queued log line (ecshard) */
   MEMTYPE_CONFIG = 118,              /* vsize: configuration data (ecshard) */
   MEMTYPE_FD_TABLE = 119,            /* vsize: per-shard event tables (ecshard) */

@@ -1,17 +1,34 @@
 /*
  * shard/mailbox.c - the per-shard multi-producer, single-consumer mailbox and its wakeup.
  *
- * The queue is Concurrency Kit's intrusive stack: producers push with one CAS
- * (ck_stack_push_upmc) and the owner detaches everything with one atomic exchange
- * (ck_stack_batch_pop_upmc), so there is no ABA exposure (only the owner pops) and no
- * bound: a producer never waits for the consumer and nothing is dropped. The detached
- * batch is LIFO; reversing it restores each producer's order. It is handled with a
- * per-iteration budget, and whatever exceeds the budget stays on an owner-local backlog
- * that is handled first next time, so cross-thread traffic cannot starve I/O.
+ * The mailbox is a set of lanes, one per producer thread: a lane is an unbounded
+ * single-producer, single-consumer queue of 32-byte messages in 4 KiB chunks. The producer
+ * writes the next slot of its current chunk and publishes it with a release store of its
+ * message count (`tail`); when a chunk is full it links a new one (the consumer hands the
+ * last chunk it finished back through `spare`, so a steady stream allocates nothing). The
+ * owner shard walks its lanes and handles what each published, in order, and moves its own
+ * `head` on. So a producer never waits for the consumer or for another producer, nothing
+ * is dropped, and each producer's messages keep their order (messages of different
+ * producers have none between them).
+ *
+ * Why not one shared Concurrency Kit stack, as before (ck_stack_push_upmc, detached with
+ * one exchange): every push was a CAS on the one line all producers and the owner share,
+ * and the nodes went back and forth between threads. That capped the mailbox at about
+ * 11-12 million messages/s however many producers posted (perf/run-mailbox.sh). A lane's
+ * producer writes lines the consumer only reads, two messages per line; ck_ring's SPSC
+ * ring would read the consumer's index on every enqueue and is bounded.
+ *
+ * A lane is made the first time a thread posts to a shard, under a lock, and pushed on the
+ * shard's list (the owner reads the list head with acquire; lanes are never unlinked
+ * while the shard exists). When the thread exits, its lanes become orphans and the next
+ * new producer thread adopts one (with whatever it still holds, in order), so threads that
+ * come and go do not add lanes without bound. ec_framework_join frees the lanes after the
+ * last message was handled and starts a new generation: threads that kept a pointer to an
+ * old lane take a new one on their next post.
  *
  * Wakeups are coalesced with a sleeping flag (Seastar's reactor::wakeup): the owner sets
- * `sleeping`, issues a full fence and looks at the mailbox once more before it blocks;
- * a producer pushes, issues a full fence, and writes the eventfd only if it sees the flag
+ * `sleeping`, issues a full fence and looks at its lanes once more before it blocks; a
+ * producer publishes, issues a full fence, and writes the eventfd only if it sees the flag
  * and wins the CAS that clears it. Either the owner sees the message before sleeping or
  * the producer sees the flag (the two fences order store->load on both sides), and at
  * most one write happens per sleep however many producers race.
@@ -22,10 +39,15 @@
 #include "framework/atomic.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #if defined(HAVE_SYS_EVENTFD_H)
 #include <sys/eventfd.h>
 #endif
+
+/* ---- the wakeup descriptor ------------------------------------------------------------- */
 
 int shard__wakefd_open(shard *s)
 {
@@ -77,12 +99,173 @@ void shard__wake(shard *s)
   (void)n; /* EAGAIN: the counter is saturated, the shard will wake anyway */
 }
 
+/* ---- lanes ----------------------------------------------------------------------------- */
+
+/* A chunk and the allocator's 16-byte header fit one 4 KiB jemalloc size class. */
+#define CACHELINE   64
+#define CHUNK_BYTES (4096 - CACHELINE)
+#define CHUNK_SLOTS ((CHUNK_BYTES - CACHELINE) / (int)sizeof(shard__msg))
+
+typedef struct lane_chunk {
+  struct lane_chunk *next; /* the producer links the next chunk before using it (atomic) */
+  char pad[CACHELINE - sizeof(void *)];
+  shard__msg slot[CHUNK_SLOTS];
+} lane_chunk;
+
+struct shard__lane {
+  /* The producer's side: only the thread that owns the lane (or adopts it) writes here. */
+  _Alignas(CACHELINE) lane_chunk *wchunk;
+  int widx;
+  uint64_t wcount;
+  /* Published: messages written so far (release store by the producer). */
+  _Alignas(CACHELINE) uint64_t tail;
+  /* The consumer's side: the owner shard (or the joining thread once the shards are gone). */
+  _Alignas(CACHELINE) lane_chunk *rchunk;
+  int ridx;
+  uint64_t head;            /* messages handled; written by the consumer, read by stats (atomic) */
+  lane_chunk *spare;        /* a chunk the consumer finished, for the producer to reuse (atomic) */
+  struct shard__lane *next; /* the shard's list; set before the lane is published */
+  int orphan;               /* its thread exited (registry lock) */
+};
+
+_Static_assert(sizeof(lane_chunk) <= CHUNK_BYTES, "a lane chunk fits MEMTYPE_SHARD_MSG");
+_Static_assert(sizeof(shard__msg) == 32, "two messages per cache line");
+
+/* The lanes of the calling thread, by shard index, for the generation they belong to. */
+typedef struct thread_lanes {
+  unsigned gen;
+  int n;
+  struct shard__lane **lane;
+} thread_lanes;
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned generation; /* bumped when the lanes are freed (registry lock) */
+static pthread_key_t key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static EC__TLS_HOT thread_lanes *mine;
+
+/* Thread exit: the thread's lanes of the current generation become orphans. */
+static void thread_gone(void *arg)
+{
+  thread_lanes *t = arg;
+
+  pthread_mutex_lock(&reg_lock);
+  if (t->gen == generation)
+    for (int i = 0; i < t->n; i++)
+      if (t->lane[i] != NULL)
+        t->lane[i]->orphan = 1;
+  pthread_mutex_unlock(&reg_lock);
+  free(t->lane);
+  free(t);
+}
+
+static void make_key(void)
+{
+  pthread_key_create(&key, thread_gone);
+}
+
+static lane_chunk *chunk_new(void)
+{
+  lane_chunk *c = ec_malloc(MEMTYPE_SHARD_MSG); /* fixed size: CHUNK_BYTES */
+
+  if (c != NULL)
+    c->next = NULL;
+  return c;
+}
+
+/* Slow path of the calling thread's lane into s: first post from this thread (or since a
+ * join), or the thread's table is too small. NULL on ENOMEM. */
+static struct shard__lane *lane_get(shard *s)
+{
+  struct shard__lane *l = NULL;
+  thread_lanes *t = mine;
+  int n = shard__count();
+
+  pthread_once(&key_once, make_key);
+  pthread_mutex_lock(&reg_lock);
+  if (t == NULL || t->gen != generation || t->n < n) {
+    thread_lanes *nt = t;
+    struct shard__lane **arr;
+
+    if (nt == NULL && (nt = calloc(1, sizeof(*nt))) == NULL)
+      goto out;
+    arr = calloc((size_t)n, sizeof(*arr));
+    if (arr == NULL) {
+      if (nt != t)
+        free(nt);
+      goto out;
+    }
+    if (nt->gen == generation && nt->lane != NULL)
+      memcpy(arr, nt->lane, sizeof(*arr) * (size_t)nt->n); /* grown: keep the lanes */
+    free(nt->lane);
+    nt->lane = arr;
+    nt->n = n;
+    nt->gen = generation;
+    if (t == NULL) {
+      pthread_setspecific(key, nt);
+      mine = t = nt;
+    }
+  }
+  if ((l = t->lane[s->id]) != NULL)
+    goto out;
+  /* Adopt an orphan: its producer state is ours now (the lock orders us after the thread
+   * that left it), and what it still holds is handled before what we add. */
+  for (l = ec__load_acquire(&s->lanes); l != NULL; l = l->next)
+    if (l->orphan)
+      break;
+  if (l != NULL) {
+    l->orphan = 0;
+  } else {
+    lane_chunk *c = chunk_new();
+
+    l = c ? aligned_alloc(CACHELINE, sizeof(*l)) : NULL;
+    if (l == NULL) {
+      if (c != NULL)
+        ec_free(MEMTYPE_SHARD_MSG, c);
+      goto out;
+    }
+    memset(l, 0, sizeof(*l));
+    l->wchunk = l->rchunk = c;
+    l->next = s->lanes;
+    /* Pairs with the acquire loads of s->lanes: the owner sees the lane initialised. */
+    ec__store_release(&s->lanes, l);
+  }
+  t->lane[s->id] = l;
+out:
+  pthread_mutex_unlock(&reg_lock);
+  return l;
+}
+
+static inline struct shard__lane *my_lane(shard *s)
+{
+  thread_lanes *t = mine;
+
+  if (t != NULL && t->gen == ec__load(&generation) && s->id < t->n && t->lane[s->id] != NULL)
+    return t->lane[s->id];
+  return lane_get(s);
+}
+
 int shard__post(shard *s, int kind, Event *ev, int mask, void (*fn)(void *), void *arg)
 {
-  shard__msg *m = shard__msg_alloc();
+  struct shard__lane *l = my_lane(s);
+  shard__msg *m;
 
-  if (m == NULL)
+  if (l == NULL)
     return -ENOMEM;
+  if (l->widx == CHUNK_SLOTS) {
+    /* Pairs with the exchange in chunk_done: the consumer is done with that chunk. */
+    lane_chunk *c = __atomic_exchange_n(&l->spare, NULL, __ATOMIC_ACQUIRE);
+
+    if (c != NULL)
+      c->next = NULL;
+    else if ((c = chunk_new()) == NULL)
+      return -ENOMEM;
+    /* Linked before any message in it is published (the tail store below orders it). */
+    ec__store_release(&l->wchunk->next, c);
+    l->wchunk = c;
+    l->widx = 0;
+  }
+  m = &l->wchunk->slot[l->widx++];
   m->kind = kind;
   m->mask = mask;
   m->ev = ev;
@@ -90,14 +273,11 @@ int shard__post(shard *s, int kind, Event *ev, int mask, void (*fn)(void *), voi
   m->arg = arg;
   if (ev != NULL)
     ec__fetch_add(&ev->_priv.refs, 1u); /* dropped by the owner in shard__event_unref */
-  /* The CAS inside the push publishes the message; TSan cannot see ck's ordering, so tell
-   * it (pairs with the acquire in refill_backlog). */
-  ec__tsan_release(&s->mailbox);
-  ck_stack_push_upmc(&s->mailbox, &m->entry);
-  /* Pairs with the fence in shard__prepare_sleep: our push is visible before we read
-   * `sleeping`, and the owner's store of `sleeping` before it reads the mailbox. The
-   * push's CAS is that fence on x86. */
-  ec__fence_after_rmw();
+  /* Publishes the message (pairs with the acquire load of tail in lane_drain). */
+  ec__store_release(&l->tail, ++l->wcount);
+  /* Pairs with the fence in shard__prepare_sleep: our tail store is visible before we read
+   * `sleeping`, and the owner's store of `sleeping` before it reads the tails. */
+  ec__fence();
   if (ec__load(&s->sleeping) && ec__cas_int(&s->sleeping, 1, 0)) {
     ec__fetch_add(&s->wakeups_sent, 1);
     shard__wake(s);
@@ -110,7 +290,7 @@ int shard__prepare_sleep(shard *s)
   ec__store(&s->sleeping, 1);
   /* Pairs with the fence in shard__post (see the file comment). */
   ec__fence();
-  if (ec__load(&s->mailbox.head) != NULL) {
+  if (shard__mailbox_pending(s)) {
     ec__store(&s->sleeping, 0);
     return 0;
   }
@@ -125,48 +305,35 @@ void shard__end_sleep(shard *s)
 
 int shard__mailbox_pending(shard *s)
 {
-  return s->backlog_head != NULL || ec__load(&s->mailbox.head) != NULL;
+  for (struct shard__lane *l = ec__load_acquire(&s->lanes); l != NULL; l = l->next)
+    if (ec__load(&l->tail) != l->head)
+      return 1;
+  return 0;
 }
 
-/* Detaches the mailbox and appends it, in posting order, to the backlog. */
-static void refill_backlog(shard *s)
+uint64_t shard__mailbox_depth(shard *s)
 {
-  ck_stack_entry_t *e;
-  shard__msg *head = NULL, *tail = NULL;
-  uint64_t detached = 0;
+  uint64_t n = 0;
 
-  /* A plain read first: the exchange would take the line from the producers even when
-   * there is nothing to detach. */
-  if (ec__load(&s->mailbox.head) == NULL)
-    return;
-  e = ck_stack_batch_pop_upmc(&s->mailbox);
+  for (struct shard__lane *l = ec__load_acquire(&s->lanes); l != NULL; l = l->next) {
+    uint64_t h = ec__load(&l->head), t = ec__load(&l->tail);
 
-  ec__tsan_acquire(&s->mailbox); /* pairs with the release in shard__post */
-
-  while (e != NULL) {
-    ck_stack_entry_t *next = e->next;
-    shard__msg *m = shard__msg_from_entry(e);
-
-    detached++;
-    m->entry.next = head ? &head->entry : NULL;
-    head = m;
-    if (tail == NULL)
-      tail = m;
-    e = next;
+    n += t > h ? t - h : 0; /* read apart: a head that ran past the tail read counts 0 */
   }
-  if (head == NULL)
-    return;
-  /* Backlog depth for the stats: detached minus handled (both owner-written). */
-  ec__store(&s->counters.mailbox_detached, s->counters.mailbox_detached + detached);
-  tail->entry.next = NULL;
-  if (s->backlog_tail)
-    s->backlog_tail->entry.next = &head->entry;
-  else
-    s->backlog_head = head;
-  s->backlog_tail = tail;
+  return n;
 }
 
-static void handle(shard *s, shard__msg *m)
+/* The consumer finished chunk c: it becomes the producer's spare (one is kept). */
+static void chunk_done(struct shard__lane *l, lane_chunk *c)
+{
+  /* Pairs with the exchange in shard__post. */
+  lane_chunk *old = __atomic_exchange_n(&l->spare, c, __ATOMIC_ACQ_REL);
+
+  if (old != NULL)
+    ec_free(MEMTYPE_SHARD_MSG, old);
+}
+
+static void handle(shard *s, const shard__msg *m)
 {
   switch (m->kind) {
   case SHARD__MSG_SCHEDULE: {
@@ -185,8 +352,7 @@ static void handle(shard *s, shard__msg *m)
       } else if (m->mask && !(e->_priv.flags & SHARD__EVF_DEAD))
         shard__dispatch(s, e, m->mask); /* one dispatch per request, in posting order */
     }
-    shard__event_unref(s, e);
-    break;
+    break; /* the caller drops the message's reference (lane_drain) */
   }
   case SHARD__MSG_RUN:
     shard__stat_fn(s, (void (*)(void))m->fn); /* named by the watchdog if it stalls */
@@ -196,29 +362,73 @@ static void handle(shard *s, shard__msg *m)
   }
 }
 
-int shard__mailbox_drain(shard *s, int budget)
+/* Drops `n` references of Event e held by handled messages; frees it if it died and they
+ * were the last (pairs with the increment in shard__post, like shard__event_unref). */
+static void unref_n(Event *e, unsigned n)
 {
-  shard__msg_batch done;
+  if (ec__fetch_add(&e->_priv.refs, -n) == n && (e->_priv.flags & SHARD__EVF_DEAD))
+    shard__event_destroy(e);
+}
+
+/*
+ * Handles up to `max` messages of one lane, in order. The references that messages for
+ * the same Event hold are dropped together when the run of messages for that Event ends:
+ * a thread that posts to one Event at a high rate (a worker resuming a session) would
+ * otherwise have the owner take the Event's cache line back once per message.
+ */
+static int lane_drain(shard *s, struct shard__lane *l, int max)
+{
+  /* Pairs with the release store of tail in shard__post: the slots up to it are written. */
+  uint64_t tail = ec__load_acquire(&l->tail);
+  Event *held = NULL;
+  unsigned nheld = 0;
   int n = 0;
 
-  done.n = 0;
+  while (l->head != tail && n < max) {
+    shard__msg m;
 
-  if (s->backlog_head == NULL)
-    refill_backlog(s);
-  while (n < budget && s->backlog_head != NULL) {
-    shard__msg *m = s->backlog_head;
+    if (l->ridx == CHUNK_SLOTS) {
+      /* The producer linked the next chunk before it published a message in it. */
+      lane_chunk *next = ec__load_acquire(&l->rchunk->next);
 
-    s->backlog_head = m->entry.next ? shard__msg_from_entry(m->entry.next) : NULL;
-    if (s->backlog_head == NULL) {
-      s->backlog_tail = NULL;
-      if (n + 1 < budget)
-        refill_backlog(s);
+      chunk_done(l, l->rchunk);
+      l->rchunk = next;
+      l->ridx = 0;
     }
-    handle(s, m);
-    shard__msg_release_batch(&done, m);
+    m = l->rchunk->slot[l->ridx++];
+    ec__store(&l->head, l->head + 1);
+    if (m.ev != held && nheld > 0) {
+      unref_n(held, nheld);
+      nheld = 0;
+    }
+    handle(s, &m);
+    if (m.kind == SHARD__MSG_SCHEDULE) {
+      held = m.ev;
+      nheld++;
+    }
     n++;
   }
-  shard__msg_release_flush(&done);
+  if (nheld > 0)
+    unref_n(held, nheld);
+  return n;
+}
+
+int shard__mailbox_drain(shard *s, int budget)
+{
+  struct shard__lane *first = ec__load_acquire(&s->lanes), *start, *l;
+  int n = 0;
+
+  if (first == NULL)
+    return 0;
+  /* Start where the last drain stopped, so that a busy lane cannot keep the budget from
+   * the others; wrap around once. */
+  start = s->lane_rr != NULL ? s->lane_rr : first;
+  l = start;
+  do {
+    n += lane_drain(s, l, budget - n);
+    l = l->next != NULL ? l->next : first;
+  } while (l != start && n < budget);
+  s->lane_rr = l;
   ec__store(&s->counters.messages, s->counters.messages + (uint64_t)n);
   return n;
 }
@@ -227,4 +437,32 @@ void shard__mailbox_flush(shard *s)
 {
   while (shard__mailbox_pending(s))
     shard__mailbox_drain(s, 1 << 30);
+}
+
+void shard__lanes_free(shard *s)
+{
+  struct shard__lane *l = s->lanes;
+
+  while (l != NULL) {
+    struct shard__lane *next = l->next;
+
+    for (lane_chunk *c = l->rchunk, *cn; c != NULL; c = cn) {
+      cn = c->next;
+      ec_free(MEMTYPE_SHARD_MSG, c);
+    }
+    if (l->spare != NULL)
+      ec_free(MEMTYPE_SHARD_MSG, l->spare);
+    free(l);
+    l = next;
+  }
+  s->lanes = NULL;
+  s->lane_rr = NULL;
+}
+
+void shard__lanes_new_generation(void)
+{
+  pthread_mutex_lock(&reg_lock);
+  /* Pairs with the load in my_lane: threads holding old lane pointers take new ones. */
+  ec__store(&generation, generation + 1);
+  pthread_mutex_unlock(&reg_lock);
 }

@@ -17,7 +17,6 @@
 #include "shard/poller.h"
 
 #include <ck_cc.h>
-#include <ck_stack.h>
 #include <pthread.h>
 #include <sys/types.h>
 
@@ -46,34 +45,16 @@ enum shard__msg_kind {
   SHARD__MSG_RUN,      /* call fn(arg) */
 };
 
+/* A mailbox message, as it sits in its lane (32 bytes, two to a cache line). */
 typedef struct shard__msg {
-  ck_stack_entry_t entry; /* first: the mailbox links messages through it */
-  int kind;
-  int mask;
   Event *ev;
   void (*fn)(void *arg);
   void *arg;
-  struct shard__msgcache *origin; /* the producer's node cache (shard/msgcache.c) */
+  int32_t kind;
+  int32_t mask;
 } shard__msg;
 
-CK_STACK_CONTAINER(shard__msg, entry, shard__msg_from_entry)
-
-/* Consumed messages grouped by the cache they go back to, returned once per drain. */
-#define SHARD__MSG_BATCH_ORIGINS 8
-typedef struct shard__msg_batch {
-  int n;
-  struct {
-    struct shard__msgcache *origin;
-    shard__msg *head, *tail;
-  } chains[SHARD__MSG_BATCH_ORIGINS];
-} shard__msg_batch;
-
-/* shard/msgcache.c: a node from the calling thread's cache (or the allocator); NULL on
- * ENOMEM. Release adds a consumed node to a batch; flush hands the batch back. */
-shard__msg *shard__msg_alloc(void);
-void shard__msg_release_batch(shard__msg_batch *b, shard__msg *m);
-void shard__msg_release_flush(shard__msg_batch *b);
-void shard__msgcache_free_all(void); /* join time, every queue drained */
+struct shard__lane; /* shard/mailbox.c: one producer thread's queue into one shard */
 
 struct shard__recurrent {
   RecurFunc fn;
@@ -90,13 +71,14 @@ struct shard__counters {
   uint64_t dispatched;
   uint64_t messages;
   uint64_t sleeps;
+  uint64_t spins;     /* mailbox polls before a sleep (spin_for_mail) */
+  uint64_t spin_hits; /* ... that found messages, so the shard did not sleep */
   uint64_t ctl;
   uint64_t scheduled_fds;
   uint64_t timers_fired;
   uint64_t timers_pending;
   /* Operations counters (shard/stats.c, docs/operations.md); owner-written like the rest. */
   uint64_t bytes_in, bytes_out;  /* event_read / event_write results (framework/event_io.c) */
-  uint64_t mailbox_detached;     /* messages moved off the mailbox onto the backlog */
   uint64_t slow_callbacks;       /* timed callbacks over the stall threshold */
   uint64_t cb_count, cb_ns;      /* timed callbacks and their total time */
   uint64_t cb_hist[SHARD__HIST]; /* timed callbacks by duration: bucket i < 2^i us */
@@ -112,7 +94,8 @@ typedef struct shard__timer {
 
 typedef struct shard {
   /* ---- any thread: the mailbox and its wakeup (own cache lines) ---- */
-  ck_stack_t mailbox CK_CC_CACHELINE;
+  struct shard__lane *lanes CK_CC_CACHELINE; /* newest first; added under a lock, never removed
+                                                while the shard exists (mailbox.c) */
   int sleeping CK_CC_CACHELINE; /* 1 while the shard is (about to be) blocked in wait */
   uint64_t wakeups_sent;        /* eventfd writes by producers (atomic add) */
   int wakefd;                   /* eventfd (or pipe write end) */
@@ -134,9 +117,9 @@ typedef struct shard {
   Event **floating;
   int nfloating, floating_cap;
 
-  shard__msg *backlog_head, *backlog_tail; /* drained from the mailbox, not yet handled */
-  Event *runq_head, *runq_tail;            /* local dispatch requests */
-  Event *current;                          /* Event being dispatched */
+  struct shard__lane *lane_rr;  /* where the next drain starts (fairness) */
+  Event *runq_head, *runq_tail; /* local dispatch requests */
+  Event *current;               /* Event being dispatched */
 
   struct timeval now; /* wall clock, once per iteration */
   uint64_t now_ns;    /* CLOCK_MONOTONIC, same instant */
@@ -162,6 +145,8 @@ typedef struct shard {
   uint64_t timer_seq;
   int timer_budget;         /* max_timed_events_per_iter */
   long long timer_slack_ns; /* event_loop.timer_slack_ns: PR_SET_TIMERSLACK of the thread */
+  long long spin_ns;        /* event_loop.mailbox_spin_ns: poll the mailbox before sleeping */
+  int mail_active;          /* the last iteration handled mailbox messages */
   struct shard__counters counters;
 
   /* Operations (shard/stats.c): written by the owner, read by the watchdog and stats
@@ -257,12 +242,19 @@ void shard__timers_clear(shard *s);
 /* Posts a message to shard s; wakes it if it sleeps. Any thread. 0 or -ENOMEM. */
 int shard__post(shard *s, int kind, Event *ev, int mask, void (*fn)(void *), void *arg);
 
-/* Moves up to `budget` messages off the mailbox and handles them. Owner thread.
- * Returns the number handled. */
+/* Handles up to `budget` queued messages. Owner thread. Returns the number handled. */
 int shard__mailbox_drain(shard *s, int budget);
 
-/* 1 if messages wait (backlog or mailbox). Owner thread. */
+/* 1 if messages wait. Owner thread. */
 int shard__mailbox_pending(shard *s);
+
+/* Messages queued and not yet handled (any thread; a moment's sum). */
+uint64_t shard__mailbox_depth(shard *s);
+
+/* Frees the shard's lanes (join time, after every message was handled), and makes every
+ * thread take new lanes on its next post. */
+void shard__lanes_free(shard *s);
+void shard__lanes_new_generation(void);
 
 /* Consumer side of the sleep protocol (owner thread). */
 int shard__prepare_sleep(shard *s); /* 1: may sleep, 0: messages arrived */

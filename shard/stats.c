@@ -120,12 +120,9 @@ int shard__dispatch_timed(shard *s, Event *e, EventFunc cb, int mask)
 
 void shard__stats_fill(shard *s, ec_shard_stats *out)
 {
-  uint64_t det = ec__load(&s->counters.mailbox_detached);
-
   out->bytes_in = ec__load(&s->counters.bytes_in);
   out->bytes_out = ec__load(&s->counters.bytes_out);
-  /* Both owner-written; read apart, so clamp a difference that ran ahead. */
-  out->mailbox_backlog = det > out->messages ? det - out->messages : 0;
+  out->mailbox_backlog = shard__mailbox_depth(s);
   out->slow_callbacks = ec__load(&s->counters.slow_callbacks);
   out->callbacks_timed = ec__load(&s->counters.cb_count);
   out->callback_ns = ec__load(&s->counters.cb_ns);

@@ -87,7 +87,7 @@ static void t_fixed_types(void)
       {MEMTYPE_EVENT, sizeof(Event), "core:event"},
       {MEMTYPE_SMALL_BUF, 1024, "core:small_buf"},
       {MEMTYPE_MEDIUM_BUF, 16384, "core:medium_buf"},
-      {MEMTYPE_SHARD_MSG, 64, "core:shard_msg"},
+      {MEMTYPE_SHARD_MSG, 4032, "core:shard_msg"},
   };
 
   for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
