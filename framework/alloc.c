@@ -259,15 +259,6 @@ static void count(int id, int allocs, int frees, int64_t bytes)
   bump_i(&tc->c[id].bytes, bytes);
 }
 
-void fw__alloc_recount(int id, int delta)
-{
-  const memtype *mt = type_get(id);
-
-  if (mt == NULL || delta == 0)
-    return;
-  count(id, delta > 0 ? delta : 0, delta < 0 ? -delta : 0, (int64_t)delta * (int64_t)mt->def.size);
-}
-
 void fw__alloc_thread_exit(void)
 {
   thread_counters *tc = my_counters;
@@ -731,6 +722,18 @@ int ec_memtype_by_name(const char *name)
 
 /* ---- statistics ---------------------------------------------------------------------- */
 
+/* Objects that sit in a cache above the allocator (the shards' Event caches) are counted
+ * live by the allocator and subtracted here, when stats are read, so that the hot path of
+ * the cache keeps no count of its own. Set and called under reg_lock. */
+static int64_t (*cached_hook)(int id);
+
+void fw__alloc_cached_hook(int64_t (*fn)(int id))
+{
+  pthread_mutex_lock(&reg_lock);
+  cached_hook = fn;
+  pthread_mutex_unlock(&reg_lock);
+}
+
 /* Sums one memtype over all threads and raises its sampled peaks. Blocks can be summed
  * while their owners run: each value is untorn, but allocations and frees made in
  * different threads are not read at one instant, so a live count can briefly read low
@@ -747,6 +750,12 @@ static void sum_locked(int id, ec_memtype_stats *out)
     bytes += __atomic_load_n(&tc->c[id].bytes, __ATOMIC_RELAXED);
   }
   live = (int64_t)(allocs - frees);
+  if (cached_hook != NULL) {
+    int64_t n = cached_hook(id);
+
+    live -= n;
+    bytes -= n * (int64_t)types[id].def.size; /* only fixed-size memtypes are cached */
+  }
   if (live < 0)
     live = 0;
   if (bytes < 0)

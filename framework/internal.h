@@ -109,9 +109,10 @@ void fw__alloc_thread_exit(void);
 void fw__alloc_fail_every(int every);
 unsigned fw__alloc_failures_injected(void); /* since the last fw__alloc_fail_every */
 
-/* For caches of fixed-size blocks kept outside the allocator (shard/event.c): counts
- * `delta` blocks of memtype `id` as allocated (> 0) or freed (< 0) without touching them. */
-void fw__alloc_recount(int id, int delta);
+/* For caches of fixed-size blocks kept above the allocator (shard/event.c): `fn(id)`
+ * returns how many blocks of memtype `id` the caches hold, and memtype statistics count
+ * them as freed. NULL removes the hook; once this returns, `fn` is not running. */
+void fw__alloc_cached_hook(int64_t (*fn)(int id));
 
 /* ---- life cycle (framework/framework.c) ---------------------------------------------- */
 

@@ -67,9 +67,10 @@ static shard *owner_here(const Event *e, const char *fn);
  * a trip through the allocator (header checks, per-thread counters, jemalloc) was a third
  * of a timer's add+cancel. So each shard keeps the last EVENT_CACHE Events it freed and
  * hands them out again. They stay blocks of the memtype allocator (their header is
- * intact), but are counted as freed while cached, so memtype statistics and leak checks
- * see exactly the Events in use. Sanitizer builds skip the cache so that ASan still
- * catches a use of a freed Event.
+ * intact), and the allocator still counts them live; memtype statistics subtract the
+ * caches' sizes when they are read (shard__events_cached), so they and leak checks see
+ * exactly the Events in use while the cache itself keeps no count on its hot path.
+ * Sanitizer builds skip the cache so that ASan still catches a use of a freed Event.
  */
 #if defined(ECSHARD_SANITIZED)
 #define EVENT_CACHE 0
@@ -85,8 +86,7 @@ Event *shard__event_new(void)
   if (EVENT_CACHE > 0 && s != NULL && s->event_cache != NULL) {
     e = s->event_cache;
     s->event_cache = e->closure;
-    s->event_cache_n--;
-    fw__alloc_recount(MEMTYPE_EVENT, 1);
+    ec__store(&s->event_cache_n, s->event_cache_n - 1); /* read by shard__events_cached */
   } else if ((e = ec_malloc(MEMTYPE_EVENT)) == NULL) {
     return NULL;
   }
@@ -99,10 +99,9 @@ void shard__event_release(Event *e)
   shard *s = shard__self();
 
   if (EVENT_CACHE > 0 && s != NULL && s->event_cache_n < EVENT_CACHE) {
-    fw__alloc_recount(MEMTYPE_EVENT, -1);
     e->closure = s->event_cache;
     s->event_cache = e;
-    s->event_cache_n++;
+    ec__store(&s->event_cache_n, s->event_cache_n + 1); /* read by shard__events_cached */
     return;
   }
   ec_free(MEMTYPE_EVENT, e);
@@ -114,10 +113,9 @@ void shard__event_cache_free(shard *s)
     Event *e = s->event_cache;
 
     s->event_cache = e->closure;
-    fw__alloc_recount(MEMTYPE_EVENT, 1); /* ec_free counts the free */
     ec_free(MEMTYPE_EVENT, e);
   }
-  s->event_cache_n = 0;
+  ec__store(&s->event_cache_n, 0);
 }
 
 /* ---- timed Events ------------------------------------------------------------------------- */
