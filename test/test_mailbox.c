@@ -1,7 +1,8 @@
 /*
  * test/test_mailbox.c - cross-thread messages (shard/mailbox.c): storms from several
- * producers, per-producer order, Events freed while requests for them are queued, and
- * the coalesced wakeup.
+ * producers, per-producer order, Events freed while requests for them are queued, the
+ * coalesced wakeup, the poll before sleeping, the backlog count, and producer threads
+ * that come and go (their lanes are adopted, not multiplied).
  */
 #include "unit.h"
 
@@ -313,10 +314,136 @@ static void t_shard_to_shard(void)
   ASSERT_EQ(h.hops, h.max);
 }
 
+/* ---- the backlog count, and the poll before sleeping --------------------------------------------
+ */
+
+static void t_backlog_and_spin(void)
+{
+  ec_shard_stats a, b;
+  ec_framework_options o = unit_options(1);
+
+  start(1);
+  sem_init(&gate, 0, 0);
+  __atomic_store_n(&ran, 0, __ATOMIC_RELEASE);
+  ASSERT_EQ(ec_shard_run(0, block_shard, NULL), 0);
+  usleep(50000);                 /* the shard runs the blocking closure */
+  for (int i = 0; i < 1000; i++) /* 1000 messages: more than 8 lane chunks */
+    ASSERT_EQ(ec_shard_run(0, note_run, NULL), 0);
+  ec_shard_stats_get(0, &a);
+  ASSERT_UEQ(a.mailbox_backlog, 1000);
+  sem_post(&gate);
+  ASSERT_TRUE(unit_wait_ge(&ran, 1000, 5000));
+  usleep(100000); /* handled, then idle: one poll before the sleep */
+  ec_shard_stats_get(0, &b);
+  ASSERT_UEQ(b.mailbox_backlog, 0);
+  ASSERT_TRUE(b.spins >= 1);
+  ASSERT_TRUE(b.spin_hits <= b.spins);
+  finish();
+
+  /* mailbox_spin_ns = 0: the shard sleeps at once. */
+  o.config_text = "event_loop = { mailbox_spin_ns = 0; };";
+  CU_ASSERT_EQUAL_FATAL(ec_framework_init(&o), 0);
+  CU_ASSERT_EQUAL_FATAL(ec_framework_start(), 0);
+  for (int i = 0; i < 100; i++) {
+    ASSERT_EQ(ec_shard_run(0, note_run, NULL), 0);
+    usleep(100);
+  }
+  ASSERT_TRUE(unit_wait_ge(&ran, 1100, 5000));
+  ec_shard_stats_get(0, &b);
+  ASSERT_UEQ(b.spins, 0);
+  finish();
+  sem_destroy(&gate);
+}
+
+/* ---- producer threads that come and go ----------------------------------------------------------
+ */
+
+enum { CHURN_THREADS = 8, CHURN_MSGS = 300 }; /* 300: each thread fills more than 2 chunks */
+
+struct churn {
+  long next[CHURN_THREADS]; /* per slot: next sequence expected (shard-owned) */
+  long violations;
+  int received;
+};
+
+struct churn_msg {
+  struct churn *c;
+  int slot;
+  long seq;
+};
+
+static void on_churn(void *arg)
+{
+  struct churn_msg *m = arg;
+  struct churn *c = m->c;
+
+  if (c->next[m->slot] != m->seq)
+    c->violations++;
+  c->next[m->slot] = m->seq + 1;
+  __atomic_add_fetch(&c->received, 1, __ATOMIC_RELEASE);
+}
+
+struct churn_thread {
+  pthread_t thread;
+  struct churn_msg *msgs; /* CHURN_MSGS */
+  int failures;
+};
+
+static void *churn_main(void *arg)
+{
+  struct churn_thread *t = arg;
+
+  for (int i = 0; i < CHURN_MSGS; i++)
+    if (ec_shard_run(0, on_churn, &t->msgs[i]) != 0)
+      t->failures++;
+  return NULL;
+}
+
+/* Rounds of short-lived producer threads: every message arrives once and in its thread's
+ * order, and the lanes of exited threads are adopted, so the chunks held stay bounded by
+ * the threads alive at once, not by all the threads that ever posted. */
+static void t_threads_come_and_go(void)
+{
+  const int rounds = (int)unit_scale(40);
+  struct churn c;
+  struct churn_thread th[CHURN_THREADS];
+  int64_t chunks_after_first = 0, chunks;
+
+  memset(&c, 0, sizeof(c));
+  start(1);
+  for (int r = 0; r < rounds; r++) {
+    for (int k = 0; k < CHURN_THREADS; k++) {
+      th[k].failures = 0;
+      th[k].msgs = calloc(CHURN_MSGS, sizeof(struct churn_msg));
+      for (int i = 0; i < CHURN_MSGS; i++)
+        th[k].msgs[i] = (struct churn_msg){&c, k, (long)r * CHURN_MSGS + i};
+      pthread_create(&th[k].thread, NULL, churn_main, &th[k]);
+    }
+    for (int k = 0; k < CHURN_THREADS; k++)
+      pthread_join(th[k].thread, NULL);
+    ASSERT_TRUE(unit_wait_ge(&c.received, (r + 1) * CHURN_THREADS * CHURN_MSGS, 30000));
+    for (int k = 0; k < CHURN_THREADS; k++) {
+      ASSERT_EQ(th[k].failures, 0);
+      free(th[k].msgs);
+    }
+    if (r == 0)
+      chunks_after_first = unit_live(MEMTYPE_SHARD_MSG);
+  }
+  chunks = unit_live(MEMTYPE_SHARD_MSG);
+  finish();
+  ASSERT_EQ(c.violations, 0);
+  ASSERT_EQ(c.received, rounds * CHURN_THREADS * CHURN_MSGS);
+  /* Each lane keeps its current chunk and at most one spare. A new lane per thread would
+   * have grown this by CHURN_THREADS lanes every round. */
+  ASSERT_TRUE(chunks <= chunks_after_first + 2 * CHURN_THREADS);
+  ASSERT_TRUE(chunks <= 2 * (CHURN_THREADS + 2));
+}
+
 static const unit_test tests[] = {
     UNIT_TEST(t_dispatch_storm),       UNIT_TEST(t_per_producer_order),
     UNIT_TEST(t_free_while_in_flight), UNIT_TEST(t_wakeup_coalesced),
-    UNIT_TEST(t_shard_to_shard),       {NULL, NULL},
+    UNIT_TEST(t_shard_to_shard),       UNIT_TEST(t_backlog_and_spin),
+    UNIT_TEST(t_threads_come_and_go),  {NULL, NULL},
 };
 
 UNIT_MAIN("mailbox", tests)

@@ -73,11 +73,11 @@ static inline int unit_wait_ge(const int *v, int want, int ms)
   return __atomic_load_n(v, __ATOMIC_ACQUIRE) >= want;
 }
 
-/* Live objects of a memtype, summed over threads. */
 /* A TCP port on 127.0.0.1 that the kernel just handed out (bind to port 0, then close),
  * for tests that configure a listener: never a fixed port. -1 on failure. */
 int unit_free_port(void);
 
+/* Live objects of a memtype, summed over threads. */
 static inline int64_t unit_live(int memtype)
 {
   ec_memtype_stats st;
