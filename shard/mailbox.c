@@ -157,6 +157,9 @@ static void thread_gone(void *arg)
   pthread_mutex_unlock(&reg_lock);
   free(t->lane);
   free(t);
+  /* A destructor that runs after this one and posts takes a fresh table (and POSIX runs
+   * this destructor again for it). */
+  mine = NULL;
 }
 
 static void make_key(void)
