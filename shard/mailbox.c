@@ -176,39 +176,48 @@ static lane_chunk *chunk_new(void)
   return c;
 }
 
+/* The calling thread's lane table, made or grown to n shards for the current generation
+ * (registry lock held). NULL on ENOMEM. */
+static thread_lanes *table_fit(int n)
+{
+  thread_lanes *t = mine;
+  struct shard__lane **arr;
+
+  if (t != NULL && t->gen == generation && t->n >= n)
+    return t;
+  arr = calloc((size_t)n, sizeof(*arr));
+  if (arr == NULL)
+    return NULL;
+  if (t == NULL) {
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+      free(arr);
+      return NULL;
+    }
+    pthread_setspecific(key, t);
+    mine = t;
+  } else if (t->gen == generation) {
+    memcpy(arr, t->lane, sizeof(*arr) * (size_t)t->n); /* grown: keep the lanes */
+  }
+  free(t->lane); /* of an older generation, the lanes themselves are gone already */
+  t->lane = arr;
+  t->n = n;
+  t->gen = generation;
+  return t;
+}
+
 /* Slow path of the calling thread's lane into s: first post from this thread (or since a
  * join), or the thread's table is too small. NULL on ENOMEM. */
 static struct shard__lane *lane_get(shard *s)
 {
   struct shard__lane *l = NULL;
-  thread_lanes *t = mine;
-  int n = shard__count();
+  thread_lanes *t;
 
   pthread_once(&key_once, make_key);
   pthread_mutex_lock(&reg_lock);
-  if (t == NULL || t->gen != generation || t->n < n) {
-    thread_lanes *nt = t;
-    struct shard__lane **arr;
-
-    if (nt == NULL && (nt = calloc(1, sizeof(*nt))) == NULL)
-      goto out;
-    arr = calloc((size_t)n, sizeof(*arr));
-    if (arr == NULL) {
-      if (nt != t)
-        free(nt);
-      goto out;
-    }
-    if (nt->gen == generation && nt->lane != NULL)
-      memcpy(arr, nt->lane, sizeof(*arr) * (size_t)nt->n); /* grown: keep the lanes */
-    free(nt->lane);
-    nt->lane = arr;
-    nt->n = n;
-    nt->gen = generation;
-    if (t == NULL) {
-      pthread_setspecific(key, nt);
-      mine = t = nt;
-    }
-  }
+  t = table_fit(shard__count());
+  if (t == NULL)
+    goto out;
   if ((l = t->lane[s->id]) != NULL)
     goto out;
   /* Adopt an orphan: its producer state is ours now (the lock orders us after the thread
