@@ -764,7 +764,10 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
     rc = shard_init(&shards[i], i, ops, mailbox_budget, events_per_wait);
     shards[i].timer_budget = timer_budget > 0 ? timer_budget : 1;
     shards[i].timer_slack_ns = ec_config_get_int("event_loop.timer_slack_ns", 1000);
-    shards[i].spin_ns = ec_config_get_int("event_loop.mailbox_spin_ns", 20000);
+    /* With more shards than CPUs a polling shard takes the CPU from the very threads it
+     * waits for (Seastar's --overprovisioned turns its idle poll off the same way). */
+    shards[i].spin_ns =
+        n > fw__cpu_count() ? 0 : ec_config_get_int("event_loop.mailbox_spin_ns", 20000);
     if (rc < 0)
       ec_debug_printf(DERROR, EC_LOG_SHARD,
                       "shard %d: cannot set up its %s poller and wakeup descriptors: %s", i,

@@ -6,6 +6,8 @@
  */
 #include "unit.h"
 
+#include "framework/internal.h" /* fw__cpu_count */
+
 #include "event.h"
 #include "scheduler.h"
 #include "sp_async.h"
@@ -349,6 +351,20 @@ static void t_backlog_and_spin(void)
     usleep(100);
   }
   ASSERT_TRUE(unit_wait_ge(&ran, 1100, 5000));
+  ec_shard_stats_get(0, &b);
+  ASSERT_UEQ(b.spins, 0);
+  finish();
+
+  /* More shards than CPUs: no shard polls, whatever the configuration says. */
+  o = unit_options(fw__cpu_count() + 1);
+  CU_ASSERT_EQUAL_FATAL(ec_framework_init(&o), 0);
+  CU_ASSERT_EQUAL_FATAL(ec_framework_start(), 0);
+  for (int i = 0; i < 100; i++) {
+    ASSERT_EQ(ec_shard_run(0, note_run, NULL), 0);
+    usleep(100);
+  }
+  ASSERT_TRUE(unit_wait_ge(&ran, 1200, 5000));
+  usleep(50000);
   ec_shard_stats_get(0, &b);
   ASSERT_UEQ(b.spins, 0);
   finish();
