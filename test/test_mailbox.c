@@ -216,8 +216,10 @@ static int die_cb(Event *e, int type, void *closure, struct timeval *now)
 }
 
 static sem_t gate;
+static int blocked; /* times block_shard started */
 static void block_shard(void *arg)
 {
+  __atomic_add_fetch(&blocked, 1, __ATOMIC_RELEASE);
   sem_wait(&gate);
 }
 
@@ -323,20 +325,26 @@ static void t_backlog_and_spin(void)
 {
   ec_shard_stats a, b;
   ec_framework_options o = unit_options(1);
+  int entered = __atomic_load_n(&blocked, __ATOMIC_ACQUIRE);
 
   start(1);
   sem_init(&gate, 0, 0);
   __atomic_store_n(&ran, 0, __ATOMIC_RELEASE);
   ASSERT_EQ(ec_shard_run(0, block_shard, NULL), 0);
-  usleep(50000);                 /* the shard runs the blocking closure */
+  ASSERT_TRUE(unit_wait_ge(&blocked, entered + 1, 5000)); /* the shard is held */
   for (int i = 0; i < 1000; i++) /* 1000 messages: more than 8 lane chunks */
     ASSERT_EQ(ec_shard_run(0, note_run, NULL), 0);
   ec_shard_stats_get(0, &a);
   ASSERT_UEQ(a.mailbox_backlog, 1000);
   sem_post(&gate);
   ASSERT_TRUE(unit_wait_ge(&ran, 1000, 5000));
-  usleep(100000); /* handled, then idle: one poll before the sleep */
-  ec_shard_stats_get(0, &b);
+  /* Handled, then idle: one poll before the sleep (waited for, not timed). */
+  for (int i = 0; i < 5000; i++) {
+    ec_shard_stats_get(0, &b);
+    if (b.spins >= 1)
+      break;
+    usleep(1000);
+  }
   ASSERT_UEQ(b.mailbox_backlog, 0);
   ASSERT_TRUE(b.spins >= 1);
   ASSERT_TRUE(b.spin_hits <= b.spins);
