@@ -277,8 +277,13 @@ static void t_wakeup_coalesced(void)
   ASSERT_TRUE(unit_wait_ge(&ran, 1000, 5000));
   /* Asleep (idle, nothing scheduled, no timeout): the first post wakes it with one write,
    * and a burst posted before it runs adds at most that one. */
-  usleep(100000);
-  ec_shard_stats_get(0, &a);
+  for (int i = 0; i < 5000; i++) { /* until it sleeps (busy == 0), bounded */
+    ec_shard_stats_get(0, &a);
+    if (!a.busy)
+      break;
+    usleep(1000);
+  }
+  ASSERT_EQ(a.busy, 0);
   ASSERT_EQ(ec_shard_run(0, note_run, NULL), 0);
   ASSERT_TRUE(unit_wait_ge(&ran, 1001, 5000));
   ec_shard_stats_get(0, &b);
