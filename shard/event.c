@@ -68,7 +68,7 @@ static shard *owner_here(const Event *e, const char *fn);
  * of a timer's add+cancel. So each shard keeps the last EVENT_CACHE Events it freed and
  * hands them out again. They stay blocks of the memtype allocator (their header is
  * intact), and the allocator still counts them live; memtype statistics subtract the
- * caches' sizes when they are read (shard__events_cached), so they and leak checks see
+ * caches' sizes when they are read (events_cached in shard.c), so they and leak checks see
  * exactly the Events in use while the cache itself keeps no count on its hot path.
  * Sanitizer builds skip the cache so that ASan still catches a use of a freed Event.
  */
@@ -86,7 +86,7 @@ Event *shard__event_new(void)
   if (EVENT_CACHE > 0 && s != NULL && s->event_cache != NULL) {
     e = s->event_cache;
     s->event_cache = e->closure;
-    ec__store(&s->event_cache_n, s->event_cache_n - 1); /* read by shard__events_cached */
+    ec__store(&s->event_cache_n, s->event_cache_n - 1); /* read by events_cached (shard.c) */
   } else if ((e = ec_malloc(MEMTYPE_EVENT)) == NULL) {
     return NULL;
   }
@@ -101,7 +101,7 @@ void shard__event_release(Event *e)
   if (EVENT_CACHE > 0 && s != NULL && s->event_cache_n < EVENT_CACHE) {
     e->closure = s->event_cache;
     s->event_cache = e;
-    ec__store(&s->event_cache_n, s->event_cache_n + 1); /* read by shard__events_cached */
+    ec__store(&s->event_cache_n, s->event_cache_n + 1); /* read by events_cached (shard.c) */
     return;
   }
   ec_free(MEMTYPE_EVENT, e);

@@ -441,6 +441,7 @@ int shard__mailbox_drain(shard *s, int budget)
     l = l->next != NULL ? l->next : first;
   } while (l != start && n < budget);
   s->lane_rr = l;
+  s->mail_left = n >= budget; /* the next wait must not block (shard.c, wait_timeout) */
   ec__store(&s->counters.messages, s->counters.messages + (uint64_t)n);
   return n;
 }

@@ -473,7 +473,7 @@ static int64_t wait_timeout(shard *s)
   int64_t t, sess = s->nlstates > 0 ? shard__sessions_expire(s) : -1;
   uint64_t now;
 
-  if (s->runq_head != NULL || shard__mailbox_pending(s))
+  if (s->runq_head != NULL || s->mail_left)
     return 0;
   now = fw__mono_ns();
   t = min_timeout(shard__timers_next(s, now), sess);
@@ -494,9 +494,7 @@ static int64_t wait_timeout(shard *s)
  * can wait up to spin_ns longer, and only right after mailbox traffic. Returns 1 if
  * messages came.
  */
-#ifndef SPIN_PAUSES
-#define SPIN_PAUSES 256
-#endif
+#define SPIN_PAUSES 256 /* pauses between two looks at the lanes: a few microseconds */
 static int spin_for_mail(shard *s, int64_t timeout)
 {
   uint64_t start, limit = (uint64_t)s->spin_ns;
@@ -506,8 +504,8 @@ static int spin_for_mail(shard *s, int64_t timeout)
   counter_add(&s->counters.spins, 1);
   start = fw__mono_ns();
   for (;;) {
-    /* A look at the mailbox head every ~32 pauses (about a microsecond): each look takes
-     * the producers' cache line, so looking more often would slow them down. */
+    /* Each look reads the lanes' tails, whose cache lines the producers write: looking
+     * more often would slow them down. The clock is read every second look. */
     for (int i = 0; i < 2; i++) {
       if (shard__mailbox_pending(s)) {
         counter_add(&s->counters.spin_hits, 1);

@@ -147,6 +147,7 @@ typedef struct shard {
   long long timer_slack_ns; /* event_loop.timer_slack_ns: PR_SET_TIMERSLACK of the thread */
   long long spin_ns;        /* event_loop.mailbox_spin_ns: poll the mailbox before sleeping */
   int mail_active;          /* the last iteration handled mailbox messages */
+  int mail_left;            /* the last drain used its whole budget: messages may wait */
   struct shard__counters counters;
 
   /* Operations (shard/stats.c): written by the owner, read by the watchdog and stats
