@@ -89,7 +89,8 @@ struct ec_event_priv {
   int pending_mask;           /* dispatch requested on the owner (local run queue) */
   unsigned refs;              /* queued references (mailbox messages, run queue); atomic */
   uint32_t magic;             /* catches Events not made by build_* or memcpy'd without post_dup */
-  int32_t heap_index;         /* timers: position in the shard's timer heap, -1 if none */
+  int32_t heap_index;         /* timers: position in the due heap or wheel slot, -1 if none */
+  uint16_t tslot;             /* timers: wheel slot holding it, or the due heap (timer.c) */
   uint64_t deadline_ns;       /* timers: CLOCK_MONOTONIC deadline */
   uint64_t seq;               /* timers: scheduling order, for equal deadlines */
   Event *next;                /* owner-local queues */

@@ -54,7 +54,8 @@ typedef struct shard__msg {
   int32_t mask;
 } shard__msg;
 
-struct shard__lane; /* shard/mailbox.c: one producer thread's queue into one shard */
+struct shard__lane;  /* shard/mailbox.c: one producer thread's queue into one shard */
+struct shard__wheel; /* shard/timer.c */
 
 struct shard__recurrent {
   RecurFunc fn;
@@ -84,8 +85,8 @@ struct shard__counters {
   uint64_t cb_hist[SHARD__HIST]; /* timed callbacks by duration: bucket i < 2^i us */
 };
 
-/* One timer in a shard's heap: the ordering key is kept inline so that sifting touches
- * only the heap array, not the Events. */
+/* One timer in a shard's heap of due timers: the ordering key is kept inline so that
+ * sifting touches only the heap array, not the Events. */
 typedef struct shard__timer {
   uint64_t deadline; /* CLOCK_MONOTONIC ns; may be earlier than the Event's (lazy move) */
   uint64_t seq;      /* scheduling order, breaks ties */
@@ -140,7 +141,8 @@ typedef struct shard {
   Event *event_cache; /* freed Events kept for reuse, linked through `closure` (event.c) */
   int event_cache_n;
 
-  shard__timer *timers; /* 4-ary min-heap (shard/timer.c) */
+  struct shard__wheel *wheel; /* timers not due yet (shard/timer.c) */
+  shard__timer *timers;       /* the due ones: a 4-ary min-heap */
   int ntimers, timers_cap;
   uint64_t timer_seq;
   int timer_budget;         /* max_timed_events_per_iter */

@@ -428,6 +428,115 @@ static void t_move(void)
   finish();
 }
 
+/* ---- the wheel: every level, moves and cancels while timers cascade ---------------------- */
+
+enum { CHURN_N = 3000 };
+
+struct churn_rec {
+  Event *e;
+  uint64_t deadline; /* final: after any move */
+  int cancelled, fired;
+};
+
+static struct churn_state {
+  struct churn_rec r[CHURN_N];
+  int n;
+  int order[CHURN_N]; /* firing order */
+  int nfired, early, twice, cancelled_fired, moved, nexpected;
+} * cs;
+
+static int churn_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  struct churn_rec *r = closure;
+
+  (void)e;
+  (void)now;
+  if (fw__mono_ns() < r->deadline || type != E_TIMEOUT)
+    cs->early++;
+  if (r->fired++)
+    cs->twice++;
+  if (r->cancelled)
+    cs->cancelled_fired++;
+  cs->order[cs->nfired] = (int)(r - cs->r);
+  __atomic_store_n(&cs->nfired, cs->nfired + 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+/* Deadlines log-uniform from 20 us to 1.3 s: every timer starts on wheel level 0 to 4 and
+ * cascades down as time passes. */
+static void churn_schedule(void *arg)
+{
+  (void)arg;
+  for (int i = 0; i < cs->n; i++) {
+    double secs = 20e-6 * (double)(1 << (rand() % 16)) * (1.0 + (double)rand() / RAND_MAX);
+    struct churn_rec *r = &cs->r[i];
+
+    r->e = build_event_from_now_f((float)secs, -1, churn_cb, r);
+    if (r->e == NULL || ec_schedule_event(r->e) != 0) {
+      cs->early++; /* counted as a failure */
+      continue;
+    }
+    r->deadline = r->e->_priv.deadline_ns;
+  }
+}
+
+/* On the shard, while timers fire and cascade: moves a third of the pending ones (half
+ * later, half earlier) and cancels a sixth. */
+static void churn_disturb(void *arg)
+{
+  (void)arg;
+  for (int i = 0; i < cs->n; i++) {
+    struct churn_rec *r = &cs->r[i];
+    struct timeval when = {0, 0};
+
+    if (r->fired || r->cancelled || r->e == NULL)
+      continue;
+    switch (rand() % 6) {
+    case 0:
+      ASSERT_EQ(clear_timed_event(r->e), 1);
+      r->cancelled = 1;
+      break;
+    case 1: /* later: 0..600 ms from now */
+    case 2: /* earlier or later: 0..60 ms from now */
+      when.tv_usec = rand() % (r->e->_priv.deadline_ns % 2 ? 600000 : 60000);
+      if (rand() % 2)
+        when.tv_usec /= 50;
+      ASSERT_EQ(ec_timed_event_move(r->e, when, E_FROM_NOW), 0);
+      r->deadline = r->e->_priv.deadline_ns;
+      cs->moved++;
+      break;
+    default:
+      break;
+    }
+  }
+}
+
+static void t_wheel_churn(void)
+{
+  cs = calloc(1, sizeof(*cs));
+  cs->n = (int)unit_scale(CHURN_N);
+  srand(7);
+  start_with(1, NULL);
+  ASSERT_EQ(ec_shard_call(0, churn_schedule, NULL), 0);
+  usleep(30000);
+  ASSERT_EQ(ec_shard_call(0, churn_disturb, NULL), 0);
+  usleep(200000);
+  ASSERT_EQ(ec_shard_call(0, churn_disturb, NULL), 0);
+  for (int i = 0; i < cs->n; i++)
+    cs->nexpected += !cs->r[i].cancelled && cs->r[i].e != NULL; /* stable: no more changes */
+  ASSERT_TRUE(unit_wait_ge(&cs->nfired, cs->nexpected, 10000));
+  usleep(20000); /* a cancelled timer that fired anyway would show up now */
+  finish();
+  ASSERT_TRUE(cs->moved > cs->n / 10);
+  ASSERT_EQ(cs->nfired, cs->nexpected);
+  ASSERT_EQ(cs->early, 0);
+  ASSERT_EQ(cs->twice, 0);
+  ASSERT_EQ(cs->cancelled_fired, 0);
+  for (int k = 1; k < cs->nfired; k++) /* one shard: deadline order */
+    ASSERT_TRUE(cs->r[cs->order[k - 1]].deadline <= cs->r[cs->order[k]].deadline);
+  free(cs);
+}
+
 static int kinds_fired;
 static int kind_cb(Event *e, int type, void *closure, struct timeval *now)
 {
@@ -471,6 +580,7 @@ static const unit_test tests[] = {
     UNIT_TEST(t_pending_at_shutdown_freed),
     UNIT_TEST(t_timer_must_return_zero),
     UNIT_TEST(t_move),
+    UNIT_TEST(t_wheel_churn),
     UNIT_TEST(t_constructors),
     {NULL, NULL},
 };
