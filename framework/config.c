@@ -45,6 +45,10 @@ static const char default_text[] =
     "  # do polls its mailbox this long before it sleeps, so that a steady stream from other\n"
     "  # threads does not cost a wakeup per burst (0 = always sleep at once).\n"
     "  mailbox_spin_ns = 20000;\n"
+    "  # The clock timers count from: \"tsc\" extrapolates the monotonic clock with the\n"
+    "  # CPU's invariant TSC (never early, 1 us late), \"kernel\" calls clock_gettime;\n"
+    "  # auto = tsc where the CPU and the kernel's clock source allow it.\n"
+    "  timer_clock = \"auto\";   # auto | tsc | kernel\n"
     "};\n"
     "\n"
     "# Log lines go through a bounded queue to a logger thread; when the queue is full a\n"
@@ -184,6 +188,7 @@ static const char *check_level_key(const char *name)
 }
 
 static const char *const poller_names[] = {"auto", "epoll", "poll", "kqueue", NULL};
+static const char *const timer_clocks[] = {"auto", "tsc", "kernel", NULL};
 
 static const cfg_entry event_loop_schema[] = {
     {.name = "concurrency", .type = CFG_INT, .min = 0, .max = 1024},
@@ -193,6 +198,7 @@ static const cfg_entry event_loop_schema[] = {
     {.name = "max_timed_events_per_iter", .type = CFG_INT, .min = 1, .max = 1 << 20},
     {.name = "timer_slack_ns", .type = CFG_INT, .min = 0, .max = 100000000},
     {.name = "mailbox_spin_ns", .type = CFG_INT, .min = 0, .max = 10000000},
+    {.name = "timer_clock", .type = CFG_STRING, .choices = timer_clocks},
     {.name = NULL},
 };
 

@@ -41,6 +41,7 @@ static int stop_fd = -1;
 static int running;       /* shard threads not yet out of shard_main (atomic) */
 static int drain_forced;  /* shard__drain_force: end the drain now (atomic) */
 static unsigned place_rr; /* round-robin placement of timers */
+static int tsc_on;        /* shard__clock_mode, once per shard__create_all */
 EC__TLS_HOT shard *shard__tls_self;
 #define self shard__tls_self
 
@@ -67,8 +68,9 @@ static void update_now(shard *s)
   /* Monotonic first, wall clock second: a timer fires once now_ns reaches its deadline,
    * and its deadline was taken from the wall clock first and the monotonic clock second,
    * so the `now` its callback gets is never before its trigger time. */
-  s->now_ns = fw__mono_ns();
+  s->now_ns = shard__clock_sample(s);
   clock_gettime(CLOCK_REALTIME, &ts);
+  s->now_wall_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
   s->now.tv_sec = ts.tv_sec;
   s->now.tv_usec = ts.tv_nsec / 1000;
 }
@@ -757,11 +759,13 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
     shards[i].wakefd = shards[i].wakefd_read = -1; /* shard_fini may see unset shards */
   nshards = n;
   place_rr = 0;
+  tsc_on = shard__clock_mode(ec_config_get_string("event_loop.timer_clock", "auto"));
   rc = stop_fd_reset();
   for (int i = 0; rc == 0 && i < n; i++) {
     rc = shard_init(&shards[i], i, ops, mailbox_budget, events_per_wait);
     shards[i].timer_budget = timer_budget > 0 ? timer_budget : 1;
     shards[i].timer_slack_ns = ec_config_get_int("event_loop.timer_slack_ns", 1000);
+    shards[i].tsc_on = tsc_on;
     /* With more shards than CPUs a polling shard takes the CPU from the very threads it
      * waits for (Seastar's --overprovisioned turns its idle poll off the same way). */
     shards[i].spin_ns =

@@ -122,8 +122,16 @@ typedef struct shard {
   Event *runq_head, *runq_tail; /* local dispatch requests */
   Event *current;               /* Event being dispatched */
 
-  struct timeval now; /* wall clock, once per iteration */
-  uint64_t now_ns;    /* CLOCK_MONOTONIC, same instant */
+  struct timeval now;  /* wall clock, once per iteration */
+  uint64_t now_ns;     /* CLOCK_MONOTONIC, same instant */
+  int64_t now_wall_ns; /* `now` in nanoseconds (not truncated to the microsecond) */
+  /* The timers' clock (shard/clock.c): CLOCK_MONOTONIC extrapolated with the TSC. */
+  int tsc_on;                   /* TSC invariant and allowed (event_loop.timer_clock) */
+  uint64_t tsc_base, tsc_mono;  /* a TSC read and the monotonic read right after it */
+  uint64_t tsc_mult, tsc_limit; /* ns per tick (32.32, errs high; 0: not measured yet),
+                                   ticks after which the kernel clock is read instead */
+  uint64_t cal_tsc, cal_mono;   /* start of the current rate measurement */
+  uint64_t cal_gap;             /* ticks its monotonic read took */
 
   struct shard__recurrent *recurrent;
   int mailbox_budget;
@@ -224,6 +232,16 @@ void shard__watchdog_stop(void);
 
 /* Describes a function for a log line: its symbol, or FILE+0xOFFSET for addr2line. */
 void shard__fn_name(void (*fn)(void), char *buf, size_t len);
+
+/* ---- shard/clock.c ---------------------------------------------------------------------- */
+
+/* 1 if timers may extrapolate CLOCK_MONOTONIC with the TSC, given event_loop.timer_clock
+ * ("auto", "tsc" or "kernel") and the CPU. */
+int shard__clock_mode(const char *setting);
+/* The iteration's CLOCK_MONOTONIC sample; also the TSC base and its rate measurement. */
+uint64_t shard__clock_sample(shard *s);
+/* CLOCK_MONOTONIC now or a little later, never earlier: for timer deadlines (owner). */
+uint64_t shard__clock_now(shard *s);
 
 /* ---- shard/timer.c ---------------------------------------------------------------------- */
 

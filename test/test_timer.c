@@ -11,6 +11,7 @@
 #include "event.h"
 #include "framework/internal.h"
 #include "scheduler.h"
+#include "shard/shard.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -537,6 +538,59 @@ static void t_wheel_churn(void)
   free(cs);
 }
 
+/* ---- the timers' clock (shard/clock.c) ------------------------------------------------------ */
+
+static struct clock_check {
+  long checks, below, far, fallbacks;
+  int tsc;
+} ck;
+
+static void noop(void *arg)
+{
+  (void)arg;
+}
+
+/* On the shard: the timers' clock is never behind CLOCK_MONOTONIC read just before it, and
+ * not far ahead of the one read just after. The loop runs past the 1 ms extrapolation
+ * limit several times, so the kernel-clock fallback and its new base are checked too. */
+static void clock_check(void *arg)
+{
+  shard *s = shard__self();
+
+  (void)arg;
+  ck.tsc = s->tsc_mult != 0;
+  for (int i = 0; i < 100000; i++) {
+    uint64_t a = fw__mono_ns(), base = s->tsc_base, b = shard__clock_now(s), c = fw__mono_ns();
+
+    ck.below += b < a;
+    ck.far += b > c + 20000; /* slack 1 us + 0.2% of at most 1 ms, with room for a preemption */
+    ck.fallbacks += s->tsc_base != base;
+    ck.checks++;
+  }
+}
+
+static void t_clock_upper_bound(void)
+{
+  static const char *const modes[] = {NULL, "event_loop.timer_clock=kernel",
+                                      "event_loop.timer_clock=tsc"};
+
+  for (int m = 0; m < 3; m++) {
+    memset(&ck, 0, sizeof(ck));
+    start_with(1, modes[m]);
+    usleep(10000);
+    ASSERT_EQ(ec_shard_call(0, noop, NULL), 0); /* an iteration 10 ms after the first */
+    ASSERT_EQ(ec_shard_call(0, clock_check, NULL), 0);
+    finish();
+    ASSERT_EQ(ck.checks, 100000);
+    ASSERT_EQ(ck.below, 0);
+    ASSERT_EQ(ck.far, 0);
+    /* The TSC is used wherever the CPU allows it, unless "kernel" says otherwise. */
+    ASSERT_EQ(ck.tsc, m == 1 ? 0 : shard__clock_mode("auto"));
+    if (ck.tsc)
+      ASSERT_TRUE(ck.fallbacks > 0);
+  }
+}
+
 static int kinds_fired;
 static int kind_cb(Event *e, int type, void *closure, struct timeval *now)
 {
@@ -581,6 +635,7 @@ static const unit_test tests[] = {
     UNIT_TEST(t_timer_must_return_zero),
     UNIT_TEST(t_move),
     UNIT_TEST(t_wheel_churn),
+    UNIT_TEST(t_clock_upper_bound),
     UNIT_TEST(t_constructors),
     {NULL, NULL},
 };
