@@ -135,10 +135,12 @@ uint64_t shard__clock_sample(shard *s)
       return m; /* the usual case: no measurement due */
     /* How long the monotonic read took, in ticks: an interrupt in between would skew the
      * rate, so a measurement whose two ends took more than 1/2048 of it in all (488 ppm)
-     * is dropped, and the next one starts here. */
+     * waits for a later end. */
     gap = tsc_ordered() - t;
     ticks = t - s->cal_tsc;
-    if (s->cal_mono != 0 && t > s->cal_tsc && s->cal_gap + gap <= ticks / 2048) {
+    if (s->cal_mono != 0 && t > s->cal_tsc) {
+      if (s->cal_gap + gap > ticks / 2048)
+        return m; /* try again later: a longer interval dilutes the gaps */
       /* ns per tick in 32.32 fixed point, plus 1/512 (file comment); sane rates only,
        * 0.01 to 100 ns per tick (100 GHz to 10 MHz). */
       q = ((unsigned __int128)(m - s->cal_mono) << 32) / ticks;
