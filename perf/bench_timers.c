@@ -25,6 +25,9 @@
  *              p50/p99/max in microseconds and the number of early firings, which must be
  *              0 (checked against the Event's own deadline too).
  *
+ * BENCH_TIMER_CLOCK=kernel in the environment sets event_loop.timer_clock (auto, tsc or
+ * kernel): "kernel" shows what the TSC-extrapolated clock saves.
+ *
  * --baseline measures the machine instead: how late clock_nanosleep wakes a plain thread
  * (impl "nanosleep"). --timerslack sets PR_SET_TIMERSLACK on the shard thread.
  *
@@ -315,6 +318,8 @@ static int expect_counters(uint64_t fired, uint64_t pending, ec_shard_stats *st)
 int main(int argc, char **argv)
 {
   ec_framework_options fo = {.shards = 1};
+  static char clock_set[64];
+  static const char *set[2];
   tb_result r = {.impl = "ecshard", .ok = 1};
   ec_shard_stats st = {0};
   uint64_t want_fired = 0;
@@ -334,6 +339,12 @@ int main(int argc, char **argv)
   B.pending = calloc((size_t)B.o.pending + 1, sizeof(*B.pending));
   if (B.pending == NULL)
     return 1;
+  if (getenv("BENCH_TIMER_CLOCK") != NULL) { /* auto | tsc | kernel: the timers' clock */
+    snprintf(clock_set, sizeof(clock_set), "event_loop.timer_clock=%s",
+             getenv("BENCH_TIMER_CLOCK"));
+    set[0] = clock_set;
+    fo.set = set;
+  }
   rc = ec_framework_init(&fo);
   if (rc == 0)
     rc = ec_framework_start();
