@@ -40,7 +40,11 @@
 #define LEVELS     8 /* GRAN_SHIFT + LEVELS * LEVEL_BITS = 64 */
 #define TSLOT_HEAP 0xfffe
 #define TSLOT_NONE 0xffff
-#define SLOT_KEEP  4096 /* an emptied slot array larger than this is given back */
+/* Arrays given back once empty, if larger than this many entries: a slot emptied by the
+ * wheel (a cancel that empties one keeps it: add+cancel would churn the allocator), and the
+ * scratch and heap arrays after a burst. */
+#define SLOT_KEEP  8
+#define ARRAY_KEEP 1024
 
 typedef struct wslot {
   Event **v;
@@ -187,6 +191,22 @@ static void slot_remove(struct shard__wheel *w, Event *e)
   w->count--;
 }
 
+/* Empties a slot whose timers were moved elsewhere; a large array is given back, so that a
+ * burst of timers does not keep its memory (SLOT_KEEP). */
+static void slot_clear(struct shard__wheel *w, int id)
+{
+  wslot *sl = &w->slot[id];
+
+  w->count -= sl->n;
+  sl->n = 0;
+  w->mask[id / SLOTS] &= ~(1ull << (id % SLOTS));
+  if (sl->cap > SLOT_KEEP) {
+    ec_free(MEMTYPE_FD_TABLE, sl->v);
+    sl->v = NULL;
+    sl->cap = 0;
+  }
+}
+
 /* The first granule of slot `id`, which lies after w->wt. */
 static uint64_t slot_start(const struct shard__wheel *w, int id)
 {
@@ -279,19 +299,12 @@ static void advance(shard *s, uint64_t now_ns)
   }
   for (int l = 0; l < LEVELS; l++) {
     for (uint64_t m = take[l]; m != 0; m &= m - 1) {
-      wslot *sl = &w->slot[l * SLOTS + __builtin_ctzll(m)];
+      int id = l * SLOTS + __builtin_ctzll(m);
 
-      memcpy(w->scratch + n, sl->v, sizeof(*sl->v) * sl->n);
-      n += sl->n;
-      w->count -= sl->n;
-      sl->n = 0;
-      if (sl->cap > SLOT_KEEP) {
-        ec_free(MEMTYPE_FD_TABLE, sl->v);
-        sl->v = NULL;
-        sl->cap = 0;
-      }
+      memcpy(w->scratch + n, w->slot[id].v, sizeof(Event *) * w->slot[id].n);
+      n += w->slot[id].n;
+      slot_clear(w, id);
     }
-    w->mask[l] &= ~take[l];
   }
   w->wt = gn;
   for (uint32_t i = 0; i < n; i++) {
@@ -300,6 +313,11 @@ static void advance(shard *s, uint64_t now_ns)
 
     if (g <= gn || slot_push(w, slot_of(w, g), e) < 0)
       heap_push(s, e); /* room was made above */
+  }
+  if (w->scratch_cap > ARRAY_KEEP) {
+    ec_free(MEMTYPE_FD_TABLE, w->scratch);
+    w->scratch = NULL;
+    w->scratch_cap = 0;
   }
 }
 
@@ -321,9 +339,7 @@ static void pull_level0(shard *s)
     return; /* the timeout stays the slot's start: early, not late */
   for (uint32_t i = 0; i < sl->n; i++)
     heap_push(s, sl->v[i]);
-  w->count -= sl->n;
-  sl->n = 0;
-  w->mask[0] &= ~(1ull << id);
+  slot_clear(w, id);
 }
 
 /* ---- the shard's interface ------------------------------------------------------------------ */
@@ -437,6 +453,11 @@ void shard__timers_run(shard *s)
     ec__store(&e->_priv.state, SHARD__EV_IDLE);
     fired++;
     shard__dispatch(s, e, E_TIMEOUT);
+  }
+  if (s->ntimers == 0 && s->timers_cap > ARRAY_KEEP) {
+    ec_free(MEMTYPE_FD_TABLE, s->timers); /* after a burst: give the heap's memory back */
+    s->timers = NULL;
+    s->timers_cap = 0;
   }
   if (fired > 0) {
     /* Owner-written counters read by ec_shard_stats_get. */
