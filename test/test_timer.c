@@ -14,6 +14,7 @@
 #include "shard/shard.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 
 static void start_with(int shards, const char *extra)
@@ -541,7 +542,7 @@ static void t_wheel_churn(void)
 /* ---- the timers' clock (shard/clock.c) ------------------------------------------------------ */
 
 static struct clock_check {
-  long checks, below, far, fallbacks;
+  long checks, below, far, fallbacks, migrations;
   int tsc;
 } ck;
 
@@ -558,6 +559,36 @@ static void read_mult(void *arg)
 /* On the shard: the timers' clock is never behind CLOCK_MONOTONIC read just before it, and
  * not far ahead of the one read just after. The loop runs past the 1 ms extrapolation
  * limit several times, so the kernel-clock fallback and its new base are checked too. */
+/* The same check across migrations: the shard thread is moved to another CPU between
+ * the base and the read, so that the TSC it reads is another CPU's (the slack covers a
+ * small skew; a large one would show up here as reads below the monotonic clock). */
+static void migrate_check(shard *s)
+{
+  cpu_set_t all, one;
+  int ncpu;
+
+  if (pthread_getaffinity_np(pthread_self(), sizeof(all), &all) != 0)
+    return;
+  ncpu = CPU_COUNT(&all);
+  for (int i = 0, cpu = 0; ncpu > 1 && i < 2000; i++) {
+    uint64_t a, b;
+
+    do
+      cpu = (cpu + 1) % CPU_SETSIZE;
+    while (!CPU_ISSET(cpu, &all));
+    (void)shard__clock_now(s); /* a base on this CPU, if it was stale */
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (pthread_setaffinity_np(pthread_self(), sizeof(one), &one) != 0)
+      break;
+    a = fw__mono_ns();
+    b = shard__clock_now(s);
+    ck.below += b < a;
+    ck.migrations++;
+  }
+  pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
+}
+
 static void clock_check(void *arg)
 {
   shard *s = shard__self();
@@ -572,6 +603,7 @@ static void clock_check(void *arg)
     ck.fallbacks += s->tsc_base != base;
     ck.checks++;
   }
+  migrate_check(s);
 }
 
 static void t_clock_upper_bound(void)
@@ -595,6 +627,8 @@ static void t_clock_upper_bound(void)
     ASSERT_EQ(ck.checks, 100000);
     ASSERT_EQ(ck.below, 0);
     ASSERT_EQ(ck.far, 0);
+    if (fw__cpu_count() > 1)
+      ASSERT_TRUE(ck.migrations > 0);
     /* The TSC is used wherever the CPU allows it, unless "kernel" says otherwise. */
     ASSERT_EQ(ck.tsc, m == 1 ? 0 : shard__clock_mode("auto"));
     if (ck.tsc)
