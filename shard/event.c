@@ -294,24 +294,28 @@ int ec_timed_event_move(Event *e, struct timeval when, int whence)
  * `always_post`, through its mailbox otherwise. */
 static int route(Event *e, int dispatch_mask, int always_post, const char *fn)
 {
-  shard *s;
+  shard *self = shard__self(), *s;
 
   if (!event_valid(e, fn))
     return -EINVAL;
-  if (shard__count() == 0) {
-    ec_debug_printf(DERROR, EC_LOG_SHARD, "%s(%p): the framework is not initialised", fn,
-                    (void *)e);
-    return -ESHUTDOWN;
+  if (self != NULL && e->_priv.owner == self->id) {
+    s = self; /* the usual case, an Event of the calling shard: already placed */
+  } else {
+    if (shard__count() == 0) {
+      ec_debug_printf(DERROR, EC_LOG_SHARD, "%s(%p): the framework is not initialised", fn,
+                      (void *)e);
+      return -ESHUTDOWN;
+    }
+    s = shard__get(shard__place(e));
   }
-  s = shard__get(shard__place(e));
   /* Only the owner may look at the flags; a request posted for an Event that ends before it
    * is handled is dropped by the owner (mailbox.c). */
-  if (s == shard__self() && (e->_priv.flags & SHARD__EVF_DEAD)) {
+  if (s == self && (e->_priv.flags & SHARD__EVF_DEAD)) {
     ec_debug_printf(DERROR, EC_LOG_SHARD, "%s(%p): the Event has ended (its callback returned 0)",
                     fn, (void *)e);
     return -EINVAL;
   }
-  if (s == shard__self() && !always_post) {
+  if (s == self && !always_post) {
     int rc = shard__schedule_local(s, e);
 
     if (rc == 0 && dispatch_mask != 0)
