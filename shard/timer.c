@@ -281,18 +281,12 @@ static void advance(shard *s, uint64_t now_ns)
   if (moving > (long)w->scratch_cap) {
     Event **v = ec_realloc(MEMTYPE_FD_TABLE, w->scratch, sizeof(*v) * (size_t)moving);
 
-    if (v == NULL || heap_reserve(s, (long)s->ntimers + moving) < 0) {
-      if (v != NULL) {
-        w->scratch = v;
-        w->scratch_cap = (uint32_t)moving;
-      }
-      ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: timers: out of memory moving %ld timers",
-                      s->id, moving);
-      return;
+    if (v != NULL) {
+      w->scratch = v;
+      w->scratch_cap = (uint32_t)moving;
     }
-    w->scratch = v;
-    w->scratch_cap = (uint32_t)moving;
-  } else if (heap_reserve(s, (long)s->ntimers + moving) < 0) {
+  }
+  if (moving > (long)w->scratch_cap || heap_reserve(s, (long)s->ntimers + moving) < 0) {
     ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: timers: out of memory moving %ld timers",
                     s->id, moving);
     return;

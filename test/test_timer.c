@@ -694,6 +694,67 @@ static void t_burst_memory_returned(void)
   ASSERT_TRUE(after - before < 128 * 1024);
 }
 
+/* ---- allocation failures while timers cascade --------------------------------------------- */
+
+enum { FAULT_N = 3000 };
+static struct churn_rec fault_recs[FAULT_N];
+static int fault_fired, fault_early, fault_twice;
+
+static int fault_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  struct churn_rec *r = closure;
+
+  (void)e;
+  (void)type;
+  (void)now;
+  fault_early += fw__mono_ns() < r->deadline;
+  fault_twice += r->fired++ > 0;
+  __atomic_add_fetch(&fault_fired, 1, __ATOMIC_RELEASE);
+  return 0;
+}
+
+static void fault_schedule(void *arg)
+{
+  int n = *(int *)arg;
+
+  for (int i = 0; i < n; i++) {
+    struct churn_rec *r = &fault_recs[i];
+
+    /* 0.2 to 150 ms: levels 0 to 2, so they move between slots and into the heap while
+     * every third allocation fails. */
+    r->e = build_event_from_now_f(0.0002f + (float)(rand() % 150000) * 1e-6f, -1, fault_cb, r);
+    ASSERT_NOT_NULL(r->e);
+    r->deadline = r->e->_priv.deadline_ns;
+    ASSERT_EQ(ec_schedule_event(r->e), 0);
+  }
+}
+
+/* Every timer that was scheduled fires exactly once and never early, although the arrays
+ * the wheel and the heap grow while timers move cannot always be had: a failed move is
+ * retried at the next iteration. */
+static void t_alloc_failures_while_cascading(void)
+{
+  int n = (int)unit_scale(FAULT_N);
+  unsigned injected;
+
+  memset(fault_recs, 0, sizeof(fault_recs));
+  fault_fired = fault_early = fault_twice = 0;
+  srand(11);
+  start_with(1, NULL);
+  ASSERT_EQ(ec_shard_call(0, fault_schedule, &n), 0);
+  fw__alloc_fail_every(3);
+  usleep(100000);
+  injected = fw__alloc_failures_injected();
+  fw__alloc_fail_every(0);
+  ASSERT_TRUE(unit_wait_ge(&fault_fired, n, 10000));
+  usleep(20000);
+  finish();
+  fprintf(stderr, " %u allocation failures injected ", injected);
+  ASSERT_EQ(fault_fired, n);
+  ASSERT_EQ(fault_early, 0);
+  ASSERT_EQ(fault_twice, 0);
+}
+
 static int kinds_fired;
 static int kind_cb(Event *e, int type, void *closure, struct timeval *now)
 {
@@ -740,6 +801,7 @@ static const unit_test tests[] = {
     UNIT_TEST(t_wheel_churn),
     UNIT_TEST(t_clock_upper_bound),
     UNIT_TEST(t_burst_memory_returned),
+    UNIT_TEST(t_alloc_failures_while_cascading),
     UNIT_TEST(t_constructors),
     {NULL, NULL},
 };
