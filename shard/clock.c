@@ -5,9 +5,9 @@
  * timer must never fire early, so every timer built or moved on a shard reads the clock.
  * clock_gettime(CLOCK_MONOTONIC) costs 26 ns on this kind of VM (kvm-clock), and its
  * ordered TSC read (lfence; rdtsc) also stops the CPU from overlapping the cache misses of
- * the work around it: re-arming a random one of a million pending timers took 500 ns with
- * it and 230 ns without. With an invariant TSC, a shard instead extrapolates from the
- * (TSC, CLOCK_MONOTONIC) pair it samples at every iteration:
+ * the work around it: re-arming a random one of a million pending timers took 510 ns with
+ * it and 180 to 230 ns without (docs/architecture.md 6.1 has the command). With an invariant TSC, a
+ * shard instead extrapolates from the (TSC, CLOCK_MONOTONIC) pair it samples at every iteration:
  *
  *     now <= mono_base + (rdtsc() - tsc_base) * mult + CLOCK_SLACK_NS
  *
@@ -19,15 +19,15 @@
  * took less than 1/2048 of the interval, in TSC ticks (otherwise an interrupt between the
  * two reads could skew it): that error, 488 ppm at most, and the NTP slew together stay
  * under the margin. The base pair reads the TSC first, fenced, then the monotonic clock,
- * so the base errs late too. The TSC read at build time is not
- * ordered (that is the point): it may execute some cycles before the instructions that
- * precede it and so read a little early, and after a migration the other CPU's TSC may
- * lag a little; the slack (1 us) covers both.
+ * so the base errs late too. The TSC read at build time is not ordered (that is the
+ * point): it may execute some cycles before the instructions that precede it and so read
+ * a little early, and after a migration the other CPU's TSC may lag a little; the slack
+ * (1 us) covers both.
  *
  * The kernel clock is read instead (one call; the pair it yields becomes the new base)
- * until the rate is measured (after the first 5 ms of iterations), when the TSC went backwards
- * or more than 1 ms passed since the base (a long callback, or a migration to a CPU whose
- * TSC lags), and always when the CPU's TSC is not invariant (no constant_tsc and
+ * until the rate is measured (after the first 5 ms of iterations), when the TSC went
+ * backwards or more than 1 ms passed since the base (a long callback, or a migration to a
+ * CPU whose TSC lags), and always when the CPU's TSC is not invariant (no constant_tsc and
  * nonstop_tsc), when the kernel does not use it for its own clock, off x86-64, or with
  * event_loop.timer_clock = "kernel".
  */

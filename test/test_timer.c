@@ -490,19 +490,19 @@ static void churn_disturb(void *arg)
   for (int i = 0; i < cs->n; i++) {
     struct churn_rec *r = &cs->r[i];
     struct timeval when = {0, 0};
+    int k;
 
     if (r->fired || r->cancelled || r->e == NULL)
       continue;
-    switch (rand() % 6) {
+    k = rand() % 6;
+    switch (k) {
     case 0:
       ASSERT_EQ(clear_timed_event(r->e), 1);
       r->cancelled = 1;
       break;
-    case 1: /* later: 0..600 ms from now */
-    case 2: /* earlier or later: 0..60 ms from now */
-      when.tv_usec = rand() % (r->e->_priv.deadline_ns % 2 ? 600000 : 60000);
-      if (rand() % 2)
-        when.tv_usec /= 50;
+    case 1: /* mostly later: 0 to 600 ms from now */
+    case 2: /* mostly earlier: 0 to 1.2 ms from now */
+      when.tv_usec = rand() % (k == 1 ? 600000 : 1200);
       ASSERT_EQ(ec_timed_event_move(r->e, when, E_FROM_NOW), 0);
       r->deadline = r->e->_priv.deadline_ns;
       cs->moved++;
