@@ -441,7 +441,8 @@ static void t_command_order(void)
 
 /* ---- smuggling: bare CR and LF ------------------------------------------------------------ */
 
-static void smuggle(const char *policy, const char *body, int want, int want_files)
+/* `closes`: the session ends after the reply (the disconnect policy, or LF "." LF). */
+static void smuggle(const char *policy, const char *body, int want, int want_files, int closes)
 {
   char extra[128], r[4096];
   int port;
@@ -459,7 +460,7 @@ static void smuggle(const char *policy, const char *body, int want, int want_fil
   ASSERT_EQ(cmd(c, "DATA\r\n"), 354);
   ASSERT_EQ(cli_send(c, body), 0);
   ASSERT_EQ(cli_reply(c, r, sizeof(r)), want);
-  if (strcmp(policy, "disconnect") == 0) {
+  if (closes) {
     ASSERT_TRUE(cli_eof(c));
   } else {
     /* Nothing smuggled in the body became a command: the session is where it was. */
@@ -473,20 +474,63 @@ static void smuggle(const char *policy, const char *body, int want, int want_fil
 
 static void t_smuggling_bare_lf(void)
 {
-  /* The classic: "\n.\n" or "\n.\r\n" taken as the end by a lax server. */
+  /* The classic: "\n.\n" or "\n.\r\n" taken as the end by a lax server. With LF "." LF
+   * inside, the session is closed too, however the bytes were segmented. */
   smuggle("reject", "a\r\n\n.\nMAIL FROM:<evil@s.test>\nRCPT TO:<v@s.test>\nDATA\nspoof\n\r\n.\r\n",
-          554, 0);
+          554, 0, 1);
   smuggle("reject", "a\n.\r\nMAIL FROM:<evil@s.test>\r\nRCPT TO:<v@s.test>\r\nDATA\r\nx\r\n.\r\n",
-          554, 0);
-  smuggle("disconnect", "a\r\n.\nMAIL FROM:<evil@s.test>\r\n\r\n.\r\n", 554, 0);
+          554, 0, 0);
+  smuggle("disconnect", "a\r\n.\nMAIL FROM:<evil@s.test>\r\n\r\n.\r\n", 554, 0, 1);
 }
 
 static void t_smuggling_bare_cr(void)
 {
-  smuggle("reject", "a\r\n\r.\r\nMAIL FROM:<evil@s.test>\r\n\r\n.\r\n", 554, 0);
-  smuggle("reject", "a\r.\r\n\r\n.\r\n", 554, 0);
+  smuggle("reject", "a\r\n\r.\r\nMAIL FROM:<evil@s.test>\r\n\r\n.\r\n", 554, 0, 0);
+  smuggle("reject", "a\r.\r\n\r\n.\r\n", 554, 0, 0);
   /* accept: stored as sent; the message still ends only at CRLF.CRLF. */
-  smuggle("accept", "a\n.\nMAIL FROM:<evil@s.test>\r\n.\r\n", 250, 1);
+  smuggle("accept", "a\n.\nMAIL FROM:<evil@s.test>\r\n.\r\n", 250, 1, 0);
+}
+
+/*
+ * A client that ends its lines with a bare LF (a hand-made script, `openssl s_client`
+ * without -crlf) gets an answer at once: each command line is refused when its LF
+ * arrives, and a message that ends with LF "." LF is refused and the session closed,
+ * rather than silence until the data timeout (the client's timeout, 5 s, is far shorter).
+ * Also when "." and LF come in sends of their own.
+ */
+static void lf_only_body(const char *const *pieces)
+{
+  char r[1024];
+  int port = start(1, NULL, NULL);
+  cli *c;
+
+  ASSERT_GT(port, 0);
+  c = cli_open(port);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(cmd(c, NULL), 220);
+  ASSERT_EQ(cmd(c, "EHLO s.test\n"), 500);
+  ASSERT_EQ(cmd(c, "EHLO s.test\r\n"), 250);
+  ASSERT_EQ(cmd(c, "MAIL FROM:<a@s.test>\r\n"), 250);
+  ASSERT_EQ(cmd(c, "RCPT TO:<b@s.test>\r\n"), 250);
+  ASSERT_EQ(cmd(c, "DATA\r\n"), 354);
+  for (; *pieces != NULL; pieces++)
+    ASSERT_EQ(cli_send(c, *pieces), 0);
+  ASSERT_EQ(cli_reply(c, r, sizeof(r)), 554);
+  ASSERT_TRUE(cli_eof(c));
+  cli_close(c);
+  ASSERT_EQ(spool_count("new"), 0);
+  finish();
+}
+
+static void t_lf_only_client(void)
+{
+  static const char *const whole[] = {"Subject: x\n\nbody\n.\n", NULL};
+  static const char *const empty[] = {".\n", NULL};
+  static const char *const split[] = {"a\r\nb\n", ".", "\n", NULL};
+
+  lf_only_body(whole);
+  lf_only_body(empty);
+  lf_only_body(split);
 }
 
 static void t_bare_newline_in_commands(void)
@@ -498,7 +542,9 @@ static void t_bare_newline_in_commands(void)
   c = cli_open(port);
   ASSERT_NOT_NULL(c);
   ASSERT_EQ(cmd(c, NULL), 220);
+  /* A line ends at its LF: the bare-LF EHLO is refused, then MAIL comes before EHLO. */
   ASSERT_EQ(cmd(c, "EHLO s.test\nMAIL FROM:<a@s.test>\r\n"), 500);
+  ASSERT_EQ(cmd(c, NULL), 503);
   ASSERT_EQ(cmd(c, "EHLO s.test\rMAIL FROM:<a@s.test>\r\n"), 500);
   ASSERT_EQ(cmd(c, "MAIL FROM:<a@s.test>\r\n"), 503); /* the EHLO above did not count */
   ASSERT_EQ(cli_sendn(c, "NOOP\0x\r\n", 8), 0);
@@ -916,6 +962,7 @@ static const unit_test tests[] = {
     UNIT_TEST(t_smuggling_bare_lf),
     UNIT_TEST(t_smuggling_bare_cr),
     UNIT_TEST(t_bare_newline_in_commands),
+    UNIT_TEST(t_lf_only_client),
     UNIT_TEST(t_line_and_size_limits),
     UNIT_TEST(t_recipient_and_error_limits),
     UNIT_TEST(t_session_limits),

@@ -3,7 +3,7 @@
  * built only on the public API. docs/smtp.md is its guide.
  *
  * A session reads its commands and message bodies with tryread_until on one construct
- * (CRLF for commands, CRLF.CRLF for bodies) and answers a pipelined batch of commands
+ * (LF for commands, CRLF.CRLF for bodies) and answers a pipelined batch of commands
  * with one gathered write (ec_event_io_queue + event_io_retry). In spool mode the body
  * record goes to a pool job that writes it to tmp/, fsyncs it, renames it into new/ and
  * fsyncs the directory; the session is suspended meanwhile (the seed's event_post_dup
@@ -380,6 +380,7 @@ typedef struct smtp_session {
       toobig : 1, starttls : 1;
   SSL_CTX *tls_ctx; /* the listener's, for STARTTLS; NULL: not offered */
   int errors;
+  int lf_scan; /* PH_BODY: read-ahead bytes already searched for LF "." LF */
   time_t last; /* last activity, the shard's clock in seconds */
   unsigned char ip[16];
   int ip_family;
@@ -512,7 +513,7 @@ static int timer_cb(Event *t, int eventtype, void *closure, struct timeval *now)
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
-/* 1 if p[0..len) holds a CR or LF (a bare one: the record's own CRLF is excluded). */
+/* 1 if p[0..len) holds a CR or LF (a bare one: the record's own line end is excluded). */
 static int has_bare_newline(const char *p, int len)
 {
   return memchr(p, '\n', (size_t)len) != NULL || memchr(p, '\r', (size_t)len) != NULL;
@@ -736,14 +737,17 @@ static int cmd_starttls(smtp_session *s, int n)
 }
 
 /*
- * One command line of `len` bytes, its CRLF included. 0, or -1 (out of memory: close).
- * Sets s->quitting for QUIT and fatal errors.
+ * One command line of `len` bytes, its LF included: a line ends at the first LF, so a
+ * client that ends its lines with a bare LF gets an answer to each one instead of
+ * silence until a CRLF comes. 0, or -1 (out of memory: close). Sets s->quitting for QUIT
+ * and fatal errors.
  */
 static int command(smtp_session *s, char *line, int len)
 {
-  int n = len - 2;
+  int crlf = len >= 2 && line[len - 2] == '\r';
+  int n = crlf ? len - 2 : len - 1;
 
-  if (has_bare_newline(line, n)) {
+  if (!crlf || has_bare_newline(line, n)) {
     log1_printf(DINFO, "smtp: %s: bare CR or LF in a command", s->peer);
     if (s->set->bare_newline == BARE_DISCONNECT)
       s->quitting = 1;
@@ -819,6 +823,7 @@ static void body_begin(smtp_session *s)
 
   s->phase = PH_BODY;
   s->toobig = 0;
+  s->lf_scan = 0;
   s->in.max_region_size = limit > 0x7ffffff0LL ? 0x7ffffff0 : (int)limit;
   s->in.page_out_hook = body_overflow;
   s->in.page_out_closure = s;
@@ -1169,6 +1174,15 @@ static int spool_done(smtp_session *s)
   return rc;
 }
 
+/* 1 if p[from..len) holds LF "." LF, or (from 0) p starts with "." LF: where a client
+ * that ends its lines with a bare LF ends its message. */
+static int lf_end_from(const char *p, int len, int from)
+{
+  if (from == 0 && len >= 2 && p[0] == '.' && p[1] == '\n')
+    return 1;
+  return len - from >= 3 && memmem(p + from, (size_t)(len - from), "\n.\n", 3) != NULL;
+}
+
 /* A complete body record (`len` bytes ending with CRLF.CRLF, or NULL for an empty body). */
 static int body_done(smtp_session *s, Event *e, char *rec, int len)
 {
@@ -1184,12 +1198,17 @@ static int body_done(smtp_session *s, Event *e, char *rec, int len)
                                                                                  : STEP_MORE;
   }
   if (rec != NULL) {
+    int lf_end = lf_end_from(rec, len, 0); /* before body_scan unstuffs in place */
+
     mlen = body_scan(rec, mlen, !s->set->sink, s->set->bare_newline == BARE_ACCEPT);
     if (mlen < 0) {
       ec_free(MEMTYPE_MESSAGE_BODY, rec);
       transaction_reset(s);
       log1_printf(DINFO, "smtp: %s: bare CR or LF in a message; refused", s->peer);
-      if (s->set->bare_newline == BARE_DISCONNECT)
+      /* LF "." LF inside: a smuggling attempt or a client that ends lines with bare LFs.
+       * Closing whether or not CRLF.CRLF came in the same read keeps the outcome
+       * independent of how the bytes were segmented (see buffered_lf_end). */
+      if (s->set->bare_newline == BARE_DISCONNECT || lf_end)
         s->quitting = 1;
       return ERROR(s, "554 5.5.2 Error: bare <CR> or <LF> in message; message refused\r\n") < 0
                  ? STEP_CLOSE
@@ -1223,6 +1242,38 @@ static int buffered_empty_body(const minimal_tryread_construct *mtc)
   const grow_buf *gb = &mtc->gb_buffer;
 
   return gb->end - gb->start >= 3 && memcmp(gb->data + gb->start, ".\r\n", 3) == 0;
+}
+
+/*
+ * 1 if the body read so far holds LF "." LF (or starts with "." LF): the end of data of a
+ * client that ends its lines with a bare LF. It is never part of an acceptable body, and
+ * only CRLF.CRLF ends one, so such a client would wait for the data timeout. Searches only
+ * the bytes not searched before (and the two before them).
+ */
+static int buffered_lf_end(smtp_session *s)
+{
+  const grow_buf *gb = &s->in.gb_buffer;
+  int len = gb->end - gb->start, from = s->lf_scan < 2 ? 0 : s->lf_scan - 2;
+
+  if (from > len)
+    from = 0; /* the read-ahead was paged out (an oversized message): search it all */
+  s->lf_scan = len;
+  return lf_end_from(gb->data + gb->start, len, from);
+}
+
+/* Refuses a body that ended with LF "." LF and closes: where the client meant the message
+ * to end is ambiguous (SMTP smuggling), so no byte after it may be read as a command. */
+static int bare_lf_end(smtp_session *s)
+{
+  log1_printf(DINFO, "smtp: %s: message ended with bare LF \".\" LF; refused, disconnecting",
+              s->peer);
+  ec_tryread_discard(&s->in);
+  body_end(s);
+  transaction_reset(s);
+  s->quitting = 1;
+  return ERROR(s, "554 5.5.2 Error: bare <CR> or <LF> in message; message refused\r\n") < 0
+             ? STEP_CLOSE
+             : STEP_MORE;
 }
 
 /* What to do when the read failed: EAGAIN waits, anything else ends the session. */
@@ -1264,6 +1315,8 @@ static int step(smtp_session *s, Event *e, int *need, int *did_read)
     if (n <= 0) {
       if (n == -1 && errno == EAGAIN && buffered_empty_body(&s->in))
         return STEP_MORE; /* ".\r\n" arrived: the next step takes it */
+      if (n == -1 && errno == EAGAIN && s->set->bare_newline != BARE_ACCEPT && buffered_lf_end(s))
+        return bare_lf_end(s);
       return read_failed(s, n);
     }
     if (n >= 3 && memcmp(s->in.gb_donebuffer, ".\r\n", 3) == 0) {
@@ -1280,12 +1333,12 @@ static int step(smtp_session *s, Event *e, int *need, int *did_read)
     }
     return body_done(s, e, s->in.gb_donebuffer, n);
   }
-  if (!buffered_record(&s->in, "\r\n", 2)) {
+  if (!buffered_record(&s->in, "\n", 1)) {
     if (*did_read && !s->tls)
       return STEP_BLOCKED;
     *did_read = 1;
   }
-  n = tryread_until(e, need, &s->in, TRYREAD_UNTIL_CRLF);
+  n = tryread_until(e, need, &s->in, "\n"); /* command() refuses a bare LF */
   if (n > 0) {
     int rc = command(s, s->in.gb_donebuffer, n);
 
