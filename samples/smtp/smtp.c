@@ -1174,13 +1174,24 @@ static int spool_done(smtp_session *s)
   return rc;
 }
 
-/* 1 if p[from..len) holds LF "." LF, or (from 0) p starts with "." LF: where a client
- * that ends its lines with a bare LF ends its message. */
+/*
+ * 1 if p[from..len) holds LF "." LF, or (from 0) p starts with "." LF: where a client
+ * that ends its lines with a bare LF ends its message. Also right on a body that
+ * body_scan refused, although it may have unstuffed part of it in place: the lines it
+ * moved were valid (CRLF only), and the bytes from the refused line on are untouched.
+ */
 static int lf_end_from(const char *p, int len, int from)
 {
+  const char *q = p + from, *end = p + len;
+
   if (from == 0 && len >= 2 && p[0] == '.' && p[1] == '\n')
     return 1;
-  return len - from >= 3 && memmem(p + from, (size_t)(len - from), "\n.\n", 3) != NULL;
+  while (end - q >= 3 && (q = memchr(q, '\n', (size_t)(end - q - 2))) != NULL) {
+    if (q[1] == '.' && q[2] == '\n')
+      return 1;
+    q++;
+  }
+  return 0;
 }
 
 /* A complete body record (`len` bytes ending with CRLF.CRLF, or NULL for an empty body). */
@@ -1198,8 +1209,6 @@ static int body_done(smtp_session *s, Event *e, char *rec, int len)
                                                                                  : STEP_MORE;
   }
   if (rec != NULL) {
-    int lf_end = lf_end_from(rec, len, 0); /* before body_scan unstuffs in place */
-
     mlen = body_scan(rec, mlen, !s->set->sink, s->set->bare_newline == BARE_ACCEPT);
     if (mlen < 0) {
       ec_free(MEMTYPE_MESSAGE_BODY, rec);
@@ -1208,7 +1217,7 @@ static int body_done(smtp_session *s, Event *e, char *rec, int len)
       /* LF "." LF inside: a smuggling attempt or a client that ends lines with bare LFs.
        * Closing whether or not CRLF.CRLF came in the same read keeps the outcome
        * independent of how the bytes were segmented (see buffered_lf_end). */
-      if (s->set->bare_newline == BARE_DISCONNECT || lf_end)
+      if (s->set->bare_newline == BARE_DISCONNECT || lf_end_from(rec, len, 0))
         s->quitting = 1;
       return ERROR(s, "554 5.5.2 Error: bare <CR> or <LF> in message; message refused\r\n") < 0
                  ? STEP_CLOSE
