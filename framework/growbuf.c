@@ -4,7 +4,7 @@
  *
  * The read-ahead buffer (grow_buf) is one contiguous block with a consumed prefix, not
  * Momentum's chain of growbuf_size chunks: a record has to end up contiguous in
- * gb_donebuffer anyway, a delimiter search over one block is a single memmem, and
+ * gb_donebuffer anyway, a delimiter search over one block is a single pass, and
  * geometric growth keeps appends amortised O(1). Three things keep it cheap:
  *
  * - When nothing is buffered (the usual state between requests of a non-pipelining
@@ -228,6 +228,28 @@ static void use_delimiter(minimal_tryread_construct *mtc, const char *until, int
 }
 
 /*
+ * memmem for the short delimiters protocols use ("\r\n", "\r\n.\r\n", "\r\n\r\n"): memchr
+ * for the delimiter's last byte, then a compare of the bytes before it. glibc's memmem
+ * walks a needle of 3 or more bytes through a hash one byte at a time, about 8
+ * instructions per byte (callgrind: 3.5k of an SMTP message's 14k, for a 1 KiB body);
+ * memchr skips 32 bytes per step, and a delimiter's last byte is rare in text.
+ */
+static const char *find_delim(const char *h, size_t n, const char *d, size_t dl)
+{
+  const char *p, *end = h + n;
+
+  if (dl == 0 || n < dl)
+    return dl == 0 ? h : NULL;
+  for (p = h + dl - 1; p < end && (p = memchr(p, d[dl - 1], (size_t)(end - p))) != NULL; p++) {
+    const char *s = p - (dl - 1);
+
+    if (*s == *d && memcmp(s, d, dl - 1) == 0) /* the first byte mostly decides, inline */
+      return s;
+  }
+  return NULL;
+}
+
+/*
  * Looks for a record in the buffered bytes and applies the limit. Returns a record's
  * length (delivered), -1 with errno (E2BIG, ENOMEM), or 0: read more.
  */
@@ -240,7 +262,7 @@ static int scan_buffer(minimal_tryread_construct *mtc, int *needmask, const char
 
   while (gb_len(gb) > 0) {
     int from = pv->scan > gb->start ? pv->scan : gb->start;
-    const char *p = memmem(gb->data + from, (size_t)(gb->end - from), until, (size_t)dlen);
+    const char *p = find_delim(gb->data + from, (size_t)(gb->end - from), until, (size_t)dlen);
     int len, out;
 
     if (p == NULL)
@@ -352,7 +374,7 @@ int tryread_until(Event *event, int *needmask, minimal_tryread_construct *mtc, c
         return read_ended(mtc, n);
       /* Skipping and paging are scan_buffer's business: leave the bytes to it. */
       int plain = !mtc->_priv.skipping && mtc->_priv.paged == 0;
-      const char *p = plain ? memmem(chunk, (size_t)n, until, dl) : NULL;
+      const char *p = plain ? find_delim(chunk, (size_t)n, until, dl) : NULL;
 
       if (p != NULL && p + dlen - chunk <= limit) {
         int len = (int)(p - chunk) + dlen;

@@ -146,6 +146,45 @@ static void t_delimiter_straddles(void)
   }
 }
 
+/*
+ * Near misses of a multi-byte delimiter: its last byte alone, its prefix, overlaps
+ * ("\r\n\r\n.\r\n" holds the delimiter from its third byte), at the very start of the
+ * stream and in one read or byte by byte. The search memchr's for the last byte and
+ * compares what precedes it; the records must be exactly what memmem would cut.
+ */
+static void t_delimiter_near_misses(void)
+{
+  static const char *const streams[] = {
+      "\r\n.\r\n",                     /* the delimiter alone: an empty record */
+      "a\n.\n\r\n.\n\r.\r\n\r\n.\r\n", /* LF.LF, CR.CR, then the real end */
+      "\r\n\r\n.\r\n",                 /* overlapping start */
+      "x\r\n..\r\n.\r\r\n.\r\n",       /* dot-stuffed line, CR CR LF */
+      "\n\n\n\n\r\n.\r\n",             /* last byte everywhere */
+  };
+  char buf[128];
+  fx x;
+
+  for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
+    for (int step = 0; step <= 1; step++) {
+      ASSERT_EQ(fx_open(&x), 0);
+      x.f.max_read = step; /* 0: all at once, 1: byte by byte */
+      fake_feeds(&x.f, streams[i]);
+      fake_feeds(&x.f, "tail\r\n.\r\n");
+      int n = -1;
+
+      for (int tries = 0; tries < 100 && n < 0; tries++)
+        n = rd(&x, TRYREAD_UNTIL_CRLFDOTCRLF, buf, sizeof(buf));
+      ASSERT_EQ(n, (int)strlen(streams[i]));
+      ASSERT_STR_EQ(buf, streams[i]);
+      n = -1;
+      for (int tries = 0; tries < 100 && n < 0; tries++)
+        n = rd(&x, TRYREAD_UNTIL_CRLFDOTCRLF, buf, sizeof(buf));
+      ASSERT_STR_EQ(buf, "tail\r\n.\r\n");
+      fx_close(&x);
+    }
+  }
+}
+
 /* Pipelining: three records in one read come out one per call, the second and third with
  * no read at all, even though the descriptor would block. */
 static void t_pipelined_from_memory(void)
@@ -716,6 +755,7 @@ static const unit_test tests[] = {
     UNIT_TEST(t_line_in_pieces),
     UNIT_TEST(t_record_ownership),
     UNIT_TEST(t_delimiter_straddles),
+    UNIT_TEST(t_delimiter_near_misses),
     UNIT_TEST(t_pipelined_from_memory),
     UNIT_TEST(t_thousand_lines_one_segment),
     UNIT_TEST(t_switch_delimiters),
