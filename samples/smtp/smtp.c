@@ -1211,14 +1211,14 @@ static int body_done(smtp_session *s, Event *e, char *rec, int len)
   if (rec != NULL) {
     mlen = body_scan(rec, mlen, !s->set->sink, s->set->bare_newline == BARE_ACCEPT);
     if (mlen < 0) {
-      ec_free(MEMTYPE_MESSAGE_BODY, rec);
-      transaction_reset(s);
-      log1_printf(DINFO, "smtp: %s: bare CR or LF in a message; refused", s->peer);
       /* LF "." LF inside: a smuggling attempt or a client that ends lines with bare LFs.
        * Closing whether or not CRLF.CRLF came in the same read keeps the outcome
        * independent of how the bytes were segmented (see buffered_lf_end). */
       if (s->set->bare_newline == BARE_DISCONNECT || lf_end_from(rec, len, 0))
         s->quitting = 1;
+      ec_free(MEMTYPE_MESSAGE_BODY, rec);
+      transaction_reset(s);
+      log1_printf(DINFO, "smtp: %s: bare CR or LF in a message; refused", s->peer);
       return ERROR(s, "554 5.5.2 Error: bare <CR> or <LF> in message; message refused\r\n") < 0
                  ? STEP_CLOSE
                  : STEP_MORE;
@@ -1267,7 +1267,7 @@ static int buffered_lf_end(smtp_session *s)
   if (from > len)
     from = 0; /* the read-ahead was paged out (an oversized message): search it all */
   s->lf_scan = len;
-  return lf_end_from(gb->data + gb->start, len, from);
+  return len > 0 && lf_end_from(gb->data + gb->start, len, from); /* data is NULL when empty */
 }
 
 /* Refuses a body that ended with LF "." LF and closes: where the client meant the message
