@@ -7,7 +7,8 @@
  * byte 1 the record limit (1..256 bytes, so E2BIG paths run), byte 2 the chunk size the
  * bytes are written in (1..64, so records straddle reads); the rest is the stream. The
  * records returned, plus the bytes dropped as over-limit, must account for the stream:
- * every record ends with its delimiter, is NUL-terminated, and none exceeds the limit.
+ * every record ends with its delimiter (its first occurrence), is NUL-terminated, and none
+ * exceeds the limit.
  */
 #include "ec_growbuf.h"
 #include "event.h"
@@ -71,6 +72,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
       if (delim != NULL && (n < (int)strlen(delim) || memcmp(mtc.gb_donebuffer + n - strlen(delim),
                                                              delim, strlen(delim)) != 0))
+        abort();
+      /* ... and it is the first one: the record holds no earlier delimiter (the search
+       * must cut exactly where memmem would). */
+      if (delim != NULL && memmem(mtc.gb_donebuffer, (size_t)n, delim, strlen(delim)) !=
+                               mtc.gb_donebuffer + n - strlen(delim))
         abort();
       got += (size_t)n;
       ec_free(MEMTYPE_MESSAGE_BODY, mtc.gb_donebuffer);
