@@ -9,7 +9,7 @@
 #  1. throughput, sink mode vs smtp-sink, at each shard count in SHARDS: smtp-source -d
 #     (lock-step, connection kept), smtp-pipeline -n (lock-step C client) and smtp-pipeline
 #     (PIPELINING), SESSIONS sessions, SIZE-byte messages; median of RUNS runs, with the
-#     server's CPU time per message;
+#     server's CPU time per message, and smtp-source's own (perf/tools/cpu-of runs it);
 #  2. spool mode (fsync per message) with smtp-source -d and smtp-pipeline, and the fsyncs
 #     per message (strace);
 #  3. cost per message on one shard (COST=1): syscalls (perf tracepoint) for smtp-source -d
@@ -38,7 +38,7 @@ summarize() {
 python3 - "$1" "${1%.txt}" "$SESSIONS" "$SIZE" "$RUNS" <<'EOF'
 import re, statistics, sys
 raw, base, sessions, size, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-rate, cpu, sysc, instr, fsync, files = {}, {}, {}, {}, {}, []
+rate, cpu, ccpu, sysc, instr, fsync, files = {}, {}, {}, {}, {}, {}, []
 for line in open(raw):
     kv = dict(re.findall(r"(\w+)=(\S+)", line))
     label = kv.get("label", "")
@@ -46,6 +46,8 @@ for line in open(raw):
         rate.setdefault(label, []).append(float(kv["msgs_per_s_med"]))
         if "server_cpu_us_per_msg_med" in kv:
             cpu.setdefault(label, []).append(float(kv["server_cpu_us_per_msg_med"]))
+    elif line.startswith("client-cpu"):
+        ccpu.setdefault(label, []).append(float(kv["cpu_us_per_msg"]))
     elif line.startswith("syscall-count") and "fsync" in label:
         m = re.search(r"fsync:([0-9.]+)", kv.get("top_per_unit", ""))
         fsync[label.split(":")[0]] = float(m.group(1)) if m else 0.0
@@ -77,6 +79,20 @@ for key, name, short in clients:
               + " | %.2fx |" % (best / vals[-1] if vals[-1] else float("nan")))
     dat.write('"%s" ' % short + " ".join("%.0f" % v for v in vals) + "\n")
 dat.close()
+if ccpu:
+    # The client's CPU per message times its rate is the share of one CPU it used:
+    # smtp-source is one process, so near 100% it set the pace, whatever the server's speed.
+    md += ["", "smtp-source itself, same runs: CPU per message (user + system, median) and the share of one "
+           "CPU that is at the measured rate; near 100%, the client and not the server set the rate.", "",
+           "| client | " + " | ".join(servers) + " |", "|---|" + "---|" * len(servers)]
+    for key, name, short in clients:
+        if not any(ccpu.get("%s:%s" % (s, key)) for s in servers):
+            continue
+        cells = []
+        for s in servers:
+            c, v = med(ccpu.get("%s:%s" % (s, key), [])), med(rate.get("%s:%s" % (s, key), []))
+            cells.append("%.1f us (%.0f%%)" % (c, c * v / 1e4))
+        md.append("| %s | " % name + " | ".join(cells) + " |")
 md += ["", "## Spool mode (fsync per message; median of runs)", "",
        "| shards | smtp-source -d msg/s | smtp-pipeline msg/s | fsyncs/msg | files in new/ = messages |", "|---|---|---|---|---|"]
 for s in sorted({l.split(":")[0] for l in rate if l.startswith("ecshard-spool")}):
@@ -131,6 +147,7 @@ bl_meta smtp >"$out"
 # shellcheck source=/dev/null
 source "$PA/lib.sh"
 pipeline=$(pa_build_tool smtp-pipeline)
+smtp_source=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 
 # A random high port pair for this run (pa_port_free refuses ports in use).
 base=$((20000 + RANDOM % 20000))
@@ -160,13 +177,25 @@ ec_stop() {
   ec_pid=""
 }
 
-# One smtp-bench run: bench LABEL PORT PID CLIENT [VAR=VALUE...]
+# One smtp-bench run: bench LABEL PORT PID CLIENT [VAR=VALUE...]. For smtp-source, the
+# client's own CPU per message is recorded too (perf/tools/cpu-of stands in for it through
+# the harness's SMTP_SOURCE), so the tables show when the load generator, not the server,
+# set the rate.
 bench() {
-  local label=$1 port=$2 pid=$3 client=$4
+  local label=$1 port=$2 pid=$3 client=$4 a msgs=0 cpu_file="$PA_RUN/cpu-of.txt"
   shift 4
-  env RUNS=1 SESSIONS="$SESSIONS" SIZE="$SIZE" SERVER_PID="$pid" LABEL="$label" CLIENT="$client" "$@" \
+  for a in "$@"; do [[ "$a" == MESSAGES=* ]] && msgs=${a#MESSAGES=}; done
+  rm -f "$cpu_file"
+  env RUNS=1 SESSIONS="$SESSIONS" SIZE="$SIZE" SERVER_PID="$pid" LABEL="$label" CLIENT="$client" \
+    SMTP_SOURCE="$BL_PERF/tools/cpu-of" CPU_OF_REAL="$smtp_source" CPU_OF_OUT="$cpu_file" "$@" \
     "$PA/smtp-bench.sh" "127.0.0.1:$port" 2>>"$out.stderr" | tee -a "$out" >/dev/null ||
     echo "smtp-bench label=$label failed" >>"$out"
+  if [[ -s "$cpu_file" ]] && ((msgs > 0)); then
+    awk -v l="$label" -v n="$msgs" '{ split($1, u, "="); split($2, s, "=");
+      printf "client-cpu label=%s messages=%d cpu_us_per_msg=%.1f\n", l, n, (u[2] + s[2]) * 1e6 / n }' \
+      "$cpu_file" >>"$out"
+  fi
+  return 0
 }
 clients() { # the three clients against one server: LABELPREFIX PORT PID
   bench "$1:source-d" "$2" "$3" source REUSE=1 MESSAGES="$MESSAGES"
