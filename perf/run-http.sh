@@ -96,6 +96,24 @@ fixed_path() {
   esac
 }
 
+# wrk runs through perf/tools/cpu-of (a `wrk` first in PATH for http-bench.sh), which
+# records its user+system time: its share of a CPU shows when wrk, not the server, set the
+# rate (wrk -t1 near 100%).
+wrapdir="$RESULTS/.wrk-cpu-$stamp"
+mkdir -p "$wrapdir"
+ln -sf "$root/perf/tools/cpu-of" "$wrapdir/wrk"
+wrk_bin=$(command -v wrk)
+# wrk_cpu LABEL THREADS CONNS PATH: the wrk-cpu line of the http-bench call just made.
+wrk_cpu() {
+  [[ -s "$wrapdir/cpu.txt" ]] || return 0
+  awk -v l="$1" -v t="$2" -v c="$3" -v p="$4" -v runs="$RUNS" -v d="$DURATION" '
+    { u[NR] = $1; s[NR] = $2; sub("user=", "", u[NR]); sub("sys=", "", s[NR]) }
+    END { first = NR > runs ? NR - runs + 1 : 1; n = NR - first + 1; tot = 0  # skip the warm-up
+          for (i = first; i <= NR; i++) tot += u[i] + s[i]
+          if (n > 0) printf "wrk-cpu label=%s threads=%s conns=%s path=%s runs=%d cpu_pct=%.0f\n", l, t, c, p, n, tot / (n * d) * 100 }' \
+    "$wrapdir/cpu.txt"
+}
+
 # ---- 1. throughput and latency -------------------------------------------------------
 for w in $WORKERS; do
   for shape in $SHAPES; do
@@ -106,8 +124,11 @@ for w in $WORKERS; do
       pid=$(start $srv "$w" "$port")
       for p in $paths; do
         log "$srv w$w t${shape%%:*} c${shape##*:} $p"
-        THREADS=${shape%%:*} CONNS=${shape##*:} SERVER_PID=$pid LABEL="$srv-w$w" \
+        rm -f "$wrapdir/cpu.txt"
+        PATH="$wrapdir:$PATH" CPU_OF_REAL="$wrk_bin" CPU_OF_OUT="$wrapdir/cpu.txt" \
+          THREADS=${shape%%:*} CONNS=${shape##*:} SERVER_PID=$pid LABEL="$srv-w$w" \
           "$PA/http-bench.sh" "127.0.0.1:$port" "$p" >>"$out" || log "warning: http-bench failed for $srv"
+        wrk_cpu "$srv-w$w" "${shape%%:*}" "${shape##*:}" "$p" >>"$out"
       done
       "$PA/stop-server.sh" "$pid" >&2
     done
@@ -143,6 +164,8 @@ if [[ "${INSTR_H2O:-0}" == 1 ]]; then
   URLPATH=/hello.txt LABEL=h2o-w1 "$PA/instr-per-request.sh" "127.0.0.1:$port" "$INSTR_N" -- \
     $(PA_PRINT_CMD=1 "$PA/start-h2o.sh" 1 "$port") >>"$out" || log "warning: instruction count failed (h2o)"
 fi
+
+rm -rf "$wrapdir"
 
 # ---- summary -------------------------------------------------------------------------------
 md="${out%.txt}.md"
