@@ -527,10 +527,30 @@ static void t_lf_only_client(void)
   static const char *const whole[] = {"Subject: x\n\nbody\n.\n", NULL};
   static const char *const empty[] = {".\n", NULL};
   static const char *const split[] = {"a\r\nb\n", ".", "\n", NULL};
+  char r[1024];
+  int port;
+  cli *c;
 
   lf_only_body(whole);
   lf_only_body(empty);
   lf_only_body(split);
+
+  /* The body sent with DATA, before the 354 (RFC 2920 forbids it, bare-LF scripts do it):
+   * it is in the read-ahead already, and no readiness would come for it. */
+  port = start(1, NULL, NULL);
+  ASSERT_GT(port, 0);
+  c = cli_open(port);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(cmd(c, NULL), 220);
+  ASSERT_EQ(cmd(c, "EHLO s.test\r\n"), 250);
+  ASSERT_EQ(cmd(c, "MAIL FROM:<a@s.test>\r\n"), 250);
+  ASSERT_EQ(cmd(c, "RCPT TO:<b@s.test>\r\n"), 250);
+  ASSERT_EQ(cmd(c, "DATA\r\nSubject: x\n\nbody\n.\n"), 354);
+  ASSERT_EQ(cli_reply(c, r, sizeof(r)), 554);
+  ASSERT_TRUE(cli_eof(c));
+  cli_close(c);
+  ASSERT_EQ(spool_count("new"), 0);
+  finish();
 }
 
 static void t_bare_newline_in_commands(void)

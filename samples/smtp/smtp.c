@@ -1316,8 +1316,13 @@ static int step(smtp_session *s, Event *e, int *need, int *did_read)
       return body_done(s, e, NULL, 0);
     }
     if (!buffered_record(&s->in, SMTP_DATA_END, SMTP_DATA_END_LEN)) {
-      if (*did_read && !s->tls)
+      if (*did_read && !s->tls) {
+        /* The LF "." LF may already be in the read-ahead (sent with DATA): no readiness
+         * would come for it. */
+        if (s->set->bare_newline != BARE_ACCEPT && buffered_lf_end(s))
+          return bare_lf_end(s);
         return STEP_BLOCKED;
+      }
       *did_read = 1;
     }
     n = tryread_until(e, need, &s->in, SMTP_DATA_END);
