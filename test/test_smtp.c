@@ -375,6 +375,21 @@ static void t_pipelining(void)
   finish();
 }
 
+/* A session on `port` with a transaction open: greeting, EHLO, MAIL and RCPT, each
+ * answered as it should be. NULL if any of them was not. */
+static cli *transaction_open(int port)
+{
+  cli *c = cli_open(port);
+
+  if (c != NULL &&
+      (cmd(c, NULL) != 220 || cmd(c, "EHLO s.test\r\n") != 250 ||
+       cmd(c, "MAIL FROM:<a@s.test>\r\n") != 250 || cmd(c, "RCPT TO:<b@s.test>\r\n") != 250)) {
+    cli_close(c);
+    c = NULL;
+  }
+  return c;
+}
+
 /* A body sent before 354 behind an empty message: refused, not guessed at. */
 static void t_pipelining_past_data(void)
 {
@@ -382,12 +397,8 @@ static void t_pipelining_past_data(void)
   cli *c;
 
   ASSERT_GT(port, 0);
-  c = cli_open(port);
+  c = transaction_open(port);
   ASSERT_NOT_NULL(c);
-  ASSERT_EQ(cmd(c, NULL), 220);
-  ASSERT_EQ(cmd(c, "EHLO p.test\r\n"), 250);
-  ASSERT_EQ(cmd(c, "MAIL FROM:<a@p.test>\r\n"), 250);
-  ASSERT_EQ(cmd(c, "RCPT TO:<b@p.test>\r\n"), 250);
   ASSERT_EQ(cmd(c, "DATA\r\n"), 354);
   ASSERT_EQ(cli_send(c, ".\r\nMAIL FROM:<a@p.test>\r\nRCPT TO:<b@p.test>\r\nDATA\r\nbody\r\n.\r\n"),
             0);
@@ -451,12 +462,8 @@ static void smuggle(const char *policy, const char *body, int want, int want_fil
   snprintf(extra, sizeof(extra), "bare_newline = \"%s\";", policy);
   port = start(1, extra, NULL);
   ASSERT_GT(port, 0);
-  c = cli_open(port);
+  c = transaction_open(port);
   ASSERT_NOT_NULL(c);
-  ASSERT_EQ(cmd(c, NULL), 220);
-  ASSERT_EQ(cmd(c, "EHLO s.test\r\n"), 250);
-  ASSERT_EQ(cmd(c, "MAIL FROM:<a@s.test>\r\n"), 250);
-  ASSERT_EQ(cmd(c, "RCPT TO:<b@s.test>\r\n"), 250);
   ASSERT_EQ(cmd(c, "DATA\r\n"), 354);
   ASSERT_EQ(cli_send(c, body), 0);
   ASSERT_EQ(cli_reply(c, r, sizeof(r)), want);
@@ -494,25 +501,21 @@ static void t_smuggling_bare_cr(void)
 /*
  * A client that ends its lines with a bare LF (a hand-made script, `openssl s_client`
  * without -crlf) gets an answer at once: each command line is refused when its LF
- * arrives, and a message that ends with LF "." LF is refused and the session closed,
- * rather than silence until the data timeout (the client's timeout, 5 s, is far shorter).
- * Also when "." and LF come in sends of their own.
+ * arrives (t_bare_newline_in_commands), and a message that ends with LF "." LF is refused
+ * and the session closed, rather than silence until the data timeout (the client's
+ * timeout, 5 s, is far shorter). `data` is the DATA command and whatever is sent with it,
+ * then `pieces` are sent one by one.
  */
-static void lf_only_body(const char *const *pieces)
+static void lf_only_body(const char *data, const char *const *pieces)
 {
   char r[1024];
   int port = start(1, NULL, NULL);
   cli *c;
 
   ASSERT_GT(port, 0);
-  c = cli_open(port);
+  c = transaction_open(port);
   ASSERT_NOT_NULL(c);
-  ASSERT_EQ(cmd(c, NULL), 220);
-  ASSERT_EQ(cmd(c, "EHLO s.test\n"), 500);
-  ASSERT_EQ(cmd(c, "EHLO s.test\r\n"), 250);
-  ASSERT_EQ(cmd(c, "MAIL FROM:<a@s.test>\r\n"), 250);
-  ASSERT_EQ(cmd(c, "RCPT TO:<b@s.test>\r\n"), 250);
-  ASSERT_EQ(cmd(c, "DATA\r\n"), 354);
+  ASSERT_EQ(cmd(c, data), 354);
   for (; *pieces != NULL; pieces++)
     ASSERT_EQ(cli_send(c, *pieces), 0);
   ASSERT_EQ(cli_reply(c, r, sizeof(r)), 554);
@@ -526,31 +529,15 @@ static void t_lf_only_client(void)
 {
   static const char *const whole[] = {"Subject: x\n\nbody\n.\n", NULL};
   static const char *const empty[] = {".\n", NULL};
-  static const char *const split[] = {"a\r\nb\n", ".", "\n", NULL};
-  char r[1024];
-  int port;
-  cli *c;
+  static const char *const split[] = {"a\r\nb\n", ".", "\n", NULL}; /* "." and LF apart */
+  static const char *const none[] = {NULL};
 
-  lf_only_body(whole);
-  lf_only_body(empty);
-  lf_only_body(split);
-
+  lf_only_body("DATA\r\n", whole);
+  lf_only_body("DATA\r\n", empty);
+  lf_only_body("DATA\r\n", split);
   /* The body sent with DATA, before the 354 (RFC 2920 forbids it, bare-LF scripts do it):
    * it is in the read-ahead already, and no readiness would come for it. */
-  port = start(1, NULL, NULL);
-  ASSERT_GT(port, 0);
-  c = cli_open(port);
-  ASSERT_NOT_NULL(c);
-  ASSERT_EQ(cmd(c, NULL), 220);
-  ASSERT_EQ(cmd(c, "EHLO s.test\r\n"), 250);
-  ASSERT_EQ(cmd(c, "MAIL FROM:<a@s.test>\r\n"), 250);
-  ASSERT_EQ(cmd(c, "RCPT TO:<b@s.test>\r\n"), 250);
-  ASSERT_EQ(cmd(c, "DATA\r\nSubject: x\n\nbody\n.\n"), 354);
-  ASSERT_EQ(cli_reply(c, r, sizeof(r)), 554);
-  ASSERT_TRUE(cli_eof(c));
-  cli_close(c);
-  ASSERT_EQ(spool_count("new"), 0);
-  finish();
+  lf_only_body("DATA\r\nSubject: x\n\nbody\n.\n", none);
 }
 
 static void t_bare_newline_in_commands(void)
@@ -562,7 +549,9 @@ static void t_bare_newline_in_commands(void)
   c = cli_open(port);
   ASSERT_NOT_NULL(c);
   ASSERT_EQ(cmd(c, NULL), 220);
-  /* A line ends at its LF: the bare-LF EHLO is refused, then MAIL comes before EHLO. */
+  /* A line ends at its LF: the bare-LF EHLO is refused at once, then MAIL comes before
+   * EHLO. */
+  ASSERT_EQ(cmd(c, "EHLO s.test\n"), 500);
   ASSERT_EQ(cmd(c, "EHLO s.test\nMAIL FROM:<a@s.test>\r\n"), 500);
   ASSERT_EQ(cmd(c, NULL), 503);
   ASSERT_EQ(cmd(c, "EHLO s.test\rMAIL FROM:<a@s.test>\r\n"), 500);
