@@ -184,7 +184,9 @@ ec_stop() {
 bench() {
   local label=$1 port=$2 pid=$3 client=$4 a msgs=0 cpu_file="$PA_RUN/cpu-of.txt"
   shift 4
-  for a in "$@"; do [[ "$a" == MESSAGES=* ]] && msgs=${a#MESSAGES=}; done
+  for a in "$@"; do
+    if [[ "$a" == MESSAGES=* ]]; then msgs=${a#MESSAGES=}; fi
+  done
   rm -f "$cpu_file"
   env RUNS=1 SESSIONS="$SESSIONS" SIZE="$SIZE" SERVER_PID="$pid" LABEL="$label" CLIENT="$client" \
     SMTP_SOURCE="$BL_PERF/tools/cpu-of" CPU_OF_REAL="$smtp_source" CPU_OF_OUT="$cpu_file" "$@" \

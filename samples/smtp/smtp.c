@@ -1255,15 +1255,17 @@ static int buffered_empty_body(const minimal_tryread_construct *mtc)
 
 /*
  * 1 if the body read so far holds LF "." LF (or starts with "." LF): the end of data of a
- * client that ends its lines with a bare LF. It is never part of an acceptable body, and
- * only CRLF.CRLF ends one, so such a client would wait for the data timeout. Searches only
- * the bytes not searched before (and the two before them).
+ * client that ends its lines with a bare LF. Unless bare newlines are accepted it is never
+ * part of an acceptable body, and only CRLF.CRLF ends one, so such a client would wait for
+ * the data timeout. Searches only the bytes not searched before (and the two before them).
  */
 static int buffered_lf_end(smtp_session *s)
 {
   const grow_buf *gb = &s->in.gb_buffer;
   int len = gb->end - gb->start, from = s->lf_scan < 2 ? 0 : s->lf_scan - 2;
 
+  if (s->set->bare_newline == BARE_ACCEPT)
+    return 0;
   if (from > len)
     from = 0; /* the read-ahead was paged out (an oversized message): search it all */
   s->lf_scan = len;
@@ -1319,7 +1321,7 @@ static int step(smtp_session *s, Event *e, int *need, int *did_read)
       if (*did_read && !s->tls) {
         /* The LF "." LF may already be in the read-ahead (sent with DATA): no readiness
          * would come for it. */
-        if (s->set->bare_newline != BARE_ACCEPT && buffered_lf_end(s))
+        if (buffered_lf_end(s))
           return bare_lf_end(s);
         return STEP_BLOCKED;
       }
@@ -1329,7 +1331,7 @@ static int step(smtp_session *s, Event *e, int *need, int *did_read)
     if (n <= 0) {
       if (n == -1 && errno == EAGAIN && buffered_empty_body(&s->in))
         return STEP_MORE; /* ".\r\n" arrived: the next step takes it */
-      if (n == -1 && errno == EAGAIN && s->set->bare_newline != BARE_ACCEPT && buffered_lf_end(s))
+      if (n == -1 && errno == EAGAIN && buffered_lf_end(s))
         return bare_lf_end(s);
       return read_failed(s, n);
     }
