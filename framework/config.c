@@ -31,8 +31,10 @@ static const char default_text[] =
     "# The reactor: N scheduler threads (\"shards\"), each with its own poller.\n"
     "event_loop = {\n"
     "  concurrency = 0;        # shards; 0 = number of CPUs\n"
-    "  # auto: epoll on Linux, kqueue on the BSDs and macOS; poll works everywhere.\n"
-    "  poller = \"auto\";        # auto | epoll | poll | kqueue\n"
+    "  # uring (Linux 6.15+) waits on epoll through io_uring and sends write-behind output\n"
+    "  # in the same system call. auto: uring where the kernel runs it, else epoll on Linux,\n"
+    "  # kqueue on the BSDs and macOS; poll works everywhere.\n"
+    "  poller = \"auto\";        # auto | epoll | uring | poll | kqueue\n"
     "  # The three budgets bound the work of one iteration so that no source (mailbox,\n"
     "  # I/O readiness, timers) starves the others; leftovers wait for the next one.\n"
     "  mailbox_budget = 1024;  # mailbox messages handled per shard iteration\n"
@@ -49,6 +51,9 @@ static const char default_text[] =
     "  # CPU's invariant TSC (never early, 1 us late), \"kernel\" calls clock_gettime;\n"
     "  # auto = tsc where the CPU and the kernel's clock source allow it.\n"
     "  timer_clock = \"auto\";   # auto | tsc | kernel\n"
+    "  # Seconds a peer gets to read the output a write-behind connection left when it was\n"
+    "  # closed (ec_event_write_behind); after that the rest is dropped.\n"
+    "  write_behind_linger = 30.0;\n"
     "};\n"
     "\n"
     "# Log lines go through a bounded queue to a logger thread; when the queue is full a\n"
@@ -187,7 +192,7 @@ static const char *check_level_key(const char *name)
   return NULL;
 }
 
-static const char *const poller_names[] = {"auto", "epoll", "poll", "kqueue", NULL};
+static const char *const poller_names[] = {"auto", "epoll", "uring", "poll", "kqueue", NULL};
 static const char *const timer_clocks[] = {"auto", "tsc", "kernel", NULL};
 
 static const cfg_entry event_loop_schema[] = {
@@ -199,6 +204,7 @@ static const cfg_entry event_loop_schema[] = {
     {.name = "timer_slack_ns", .type = CFG_INT, .min = 0, .max = 100000000},
     {.name = "mailbox_spin_ns", .type = CFG_INT, .min = 0, .max = 10000000},
     {.name = "timer_clock", .type = CFG_STRING, .choices = timer_clocks},
+    {.name = "write_behind_linger", .type = CFG_FLOAT, .fmin = 0.001, .fmax = 86400},
     {.name = NULL},
 };
 

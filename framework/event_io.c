@@ -15,6 +15,9 @@
  * further writes are appended to it and everything goes out with one gathered write
  * (sendmsg/writev, or the opset's event_writev), so a burst of small replies does not cost
  * one system call each.
+ *
+ * An Event with write-behind (ec_event_write_behind) hands both kinds of write to its
+ * shard instead (shard/wbuf.c), which sends them with the next poller wait.
  */
 #include "event.h"
 #include "shard/shard.h"
@@ -98,6 +101,11 @@ static int event_write_uncounted(Event *e, const void *buf, int len, int *needma
   }
   if (e->io_opset != NULL && e->io_opset->event_write != NULL)
     return e->io_opset->event_write(e, buf, len, needmask);
+  if (e->_priv.wb != NULL) {
+    struct iovec v = {.iov_base = (void *)buf, .iov_len = (size_t)len};
+
+    return (int)shard__wb_writev(e, &v, 1, needmask); /* kept for the next wait */
+  }
   if (!(e->_priv.flags & SHARD__EVF_NOTSOCK)) {
     do
       n = send(e->fd, buf, (size_t)len, MSG_NOSIGNAL);
@@ -143,6 +151,8 @@ static ssize_t io_writev(Event *e, const struct iovec *iov, int cnt, int *needma
     }
     return total;
   }
+  if (e->_priv.wb != NULL)
+    return count_io(shard__wb_writev(e, iov, cnt, needmask), 1);
   if (!(e->_priv.flags & SHARD__EVF_NOTSOCK)) {
     msg.msg_iov = (struct iovec *)iov;
     msg.msg_iovlen = (size_t)cnt;

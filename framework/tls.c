@@ -1197,6 +1197,14 @@ static int fw__attach(Event *e, SSL_CTX *ctx, int role, const char *hostname, co
                     e->fd);
     return -EEXIST;
   }
+  /* TLS writes through its own layer: write-behind output must be out (ec_event_flush). */
+  if (e->_priv.wb != NULL && ec_event_write_behind(e, 0) < 0) {
+    int why = errno;
+
+    ec_debug_printf(DERROR, EC_LOG_SSL, "%s(fd %d): output written before is still unsent: %s", fn,
+                    e->fd, strerror(why));
+    return -why;
+  }
   c = ec_malloc_size(MEMTYPE_EC_SSL_CTX, sizeof(*c));
   if (c == NULL)
     return -ENOMEM;

@@ -95,6 +95,7 @@ struct ec_event_priv {
   uint64_t seq;               /* timers: scheduling order, for equal deadlines */
   Event *next;                /* owner-local queues */
   struct ec_session *session; /* accepted connections: the framework's session record */
+  struct shard__wb *wb;       /* write-behind output (ec_event_write_behind), or NULL */
 };
 
 struct _Event {
@@ -188,6 +189,31 @@ EC_API int ec_event_place(Event *e, int shard);
 
 /* Owner shard of an Event, or -1 if not placed yet. */
 EC_API int ec_event_shard(const Event *e);
+
+/*
+ * Write-behind (an ecshard addition). With `on`, event_write and the event_io_* helpers on
+ * this plain-socket Event no longer write at once: the shard keeps the output and sends it
+ * with its next poller wait, so that on the uring poller the answers of a whole batch go
+ * out in the system call that waits for the next one. A write then returns its full
+ * length (EAGAIN only when 256 KiB are already waiting: return E_WRITE), a failed send
+ * makes the next write fail with its errno, and E_WRITE is delivered only once the output
+ * has gone. Output still waiting when the Event is closed with event_close or freed is
+ * sent before the connection is closed. Before any other use of the descriptor (sendfile,
+ * shutdown, installing TLS, close(2) of e->fd), call ec_event_flush. On a poller that
+ * cannot carry writes (epoll, poll, kqueue) the call does nothing and writes go out at
+ * once. Off switches it off once the output is out (EBUSY before). Returns 0, or -1 with
+ * errno EINVAL (not an fd Event), EPERM (not the owner shard), ENOTSUP (the Event has an
+ * io_opset), ENOMEM. Owner thread.
+ */
+EC_API int ec_event_write_behind(Event *e, int on);
+
+/*
+ * Sends the write-behind output of `e` now. 0: nothing is waiting any more; the
+ * descriptor may be used directly. -1 with errno EAGAIN: the peer has not taken it all;
+ * return E_WRITE, which is delivered once it has. Other errno: the send failed (EPIPE,
+ * ECONNRESET, ...). 0 at once for an Event without write-behind. Owner thread.
+ */
+EC_API int ec_event_flush(Event *e);
 
 /* ---- buffered I/O helpers: event_io_* ------------------------------------------------------ */
 

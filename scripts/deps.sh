@@ -15,6 +15,7 @@ base=(
   clang-tidy cppcheck # scripts/lint.sh: static analysis in CI
   libssl-dev openssl libjemalloc-dev libck-dev libcunit1-dev libconfig-dev
   libcurl4-openssl-dev # io_wrapper's HTTP(S) client
+  liburing-dev # the uring poller (shard/poll_uring.c)
   libevent-dev libuv1-dev # perf/: the libevent and libuv peers of the benchmarks
   curl python3 procps iproute2
   haproxy # test/integration/haproxy.py: a real load balancer sending PROXY v2

@@ -401,6 +401,8 @@ int event_close(Event *e)
   }
   if (e->_priv.session != NULL)
     shard__session_end(e->_priv.session); /* the connection ends here, for limits and drain */
+  if (e->_priv.wb != NULL)
+    shard__wb_detach(e); /* output still waiting goes out before the FIN */
   if (e->io_opset != NULL && e->io_opset->event_close != NULL) {
     rc = e->io_opset->event_close(e);
   } else {
@@ -461,6 +463,11 @@ void event_post_dup(Event *dst, Event *src)
   dst->_priv.heap_index = -1;
   dst->_priv.magic = SHARD__EVENT_MAGIC;
   dst->_priv.flags = src->_priv.flags & SHARD__EVF_NOTSOCK;
+  /* So does write-behind output: it belongs to the connection. */
+  dst->_priv.wb = src->_priv.wb;
+  src->_priv.wb = NULL;
+  if (dst->_priv.wb != NULL)
+    shard__wb_rebind(dst->_priv.wb, dst);
   /* The per-connection I/O state moves to the duplicate: the original is about to be
    * freed by its scheduler and must not release it. */
   if (src->io_opset != NULL && src->io_opset->event_dup != NULL) {

@@ -66,9 +66,8 @@ static uint32_t to_epoll(int mask)
   return ev;
 }
 
-static int epoll_ctl_(void *state, int fd, uint32_t gen, int oldmask, int newmask)
+int shard__epoll_ctl(int epfd, int fd, uint32_t gen, int oldmask, int newmask)
 {
-  epoll_state *st = state;
   struct epoll_event ev = {0};
   int op;
 
@@ -81,13 +80,40 @@ static int epoll_ctl_(void *state, int fd, uint32_t gen, int oldmask, int newmas
   }
   ev.events = to_epoll(newmask);
   ev.data.u64 = (uint64_t)gen << 32 | (uint32_t)fd;
-  if (epoll_ctl(st->epfd, op, fd, &ev) == 0)
+  if (epoll_ctl(epfd, op, fd, &ev) == 0)
     return 0;
   /* A descriptor closed behind our back has already left the epoll set (for its last
    * reference), so a DEL that fails with EBADF/ENOENT leaves nothing to undo. */
   if (op == EPOLL_CTL_DEL && (errno == EBADF || errno == ENOENT))
     return 0;
   return -errno;
+}
+
+void shard__epoll_convert(const struct epoll_event *ev, shard__poll_event *out, int n)
+{
+  for (int i = 0; i < n; i++) {
+    uint32_t e = ev[i].events;
+    int r = 0;
+
+    if (e & EPOLLIN)
+      r |= E_READ;
+    if (e & EPOLLOUT)
+      r |= E_WRITE;
+    if (e & EPOLLPRI)
+      r |= E_EXCEPTION;
+    if (e & (EPOLLHUP | EPOLLRDHUP))
+      r |= SHARD__POLL_HUP;
+    if (e & EPOLLERR)
+      r |= SHARD__POLL_ERR;
+    out[i].fd = (int)(uint32_t)ev[i].data.u64;
+    out[i].gen = (uint32_t)(ev[i].data.u64 >> 32);
+    out[i].revents = r;
+  }
+}
+
+static int epoll_ctl_(void *state, int fd, uint32_t gen, int oldmask, int newmask)
+{
+  return shard__epoll_ctl(((epoll_state *)state)->epfd, fd, gen, oldmask, newmask);
 }
 
 static int epoll_wait_(void *state, shard__poll_event *out, int max, int64_t timeout_ns)
@@ -132,24 +158,7 @@ done:
 #endif
   if (n < 0)
     return -errno;
-  for (int i = 0; i < n; i++) {
-    uint32_t e = st->events[i].events;
-    int r = 0;
-
-    if (e & EPOLLIN)
-      r |= E_READ;
-    if (e & EPOLLOUT)
-      r |= E_WRITE;
-    if (e & EPOLLPRI)
-      r |= E_EXCEPTION;
-    if (e & (EPOLLHUP | EPOLLRDHUP))
-      r |= SHARD__POLL_HUP;
-    if (e & EPOLLERR)
-      r |= SHARD__POLL_ERR;
-    out[i].fd = (int)(uint32_t)st->events[i].data.u64;
-    out[i].gen = (uint32_t)(st->events[i].data.u64 >> 32);
-    out[i].revents = r;
-  }
+  shard__epoll_convert(st->events, out, n);
   return n;
 }
 

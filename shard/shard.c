@@ -255,6 +255,8 @@ void shard__float(shard *s, Event *e)
 
 void shard__event_destroy(Event *e)
 {
+  if (e->_priv.wb != NULL)
+    shard__wb_detach(e); /* the scheduler frees it, not its descriptor: output still goes */
   if (e->_priv.session != NULL)
     shard__session_forget(e);
   if (e->io_data != NULL && e->io_opset != NULL && e->io_opset->event_release != NULL)
@@ -378,6 +380,8 @@ void shard__dispatch(shard *s, Event *e, int mask)
     if (!apply_result(s, e, ret) || --rounds <= 0)
       return;
     mask = still_ready(e->fd, ret & (E_READ | E_WRITE));
+    if ((mask & E_WRITE) && shard__wb_held(e))
+      mask &= ~E_WRITE; /* delivered once its output has gone (shard/wbuf.c) */
     if (mask == 0)
       return;
   }
@@ -451,6 +455,8 @@ static void dispatch_ready(shard *s, int n)
     if (e == NULL || s->fd_gens[pe->fd] != pe->gen || e->_priv.gen != pe->gen)
       continue;
     mask = ready_mask(pe->revents, e->_priv.regmask);
+    if ((mask & E_WRITE) && e->_priv.wb != NULL && shard__wb_held(e))
+      mask &= ~E_WRITE; /* delivered once its output has gone (shard/wbuf.c) */
     if (mask != 0)
       shard__dispatch(s, e, mask);
   }
@@ -481,8 +487,9 @@ static int64_t wait_timeout(shard *s)
   t = min_timeout(shard__timers_next(s, now), sess);
   if (s->draining)
     t = min_timeout(t, s->drain_deadline > now ? (int64_t)(s->drain_deadline - now) : 0);
-  if (s->recurrent != NULL && (t < 0 || t > 1000000000))
-    t = 1000000000; /* recurrent functions run at least once a second */
+  if ((s->recurrent != NULL || s->wb_orphans != NULL) && (t < 0 || t > 1000000000))
+    t = 1000000000; /* recurrent functions run (and orphans' deadlines are checked) at least
+                       once a second */
   return t;
 }
 
@@ -537,6 +544,8 @@ static void iterate(shard *s)
     timeout = 0;
   if (timeout != 0)
     counter_add(&s->counters.sleeps, 1);
+  if (s->wb_dirty != NULL)
+    shard__wb_submit(s); /* written this iteration: sent by the wait itself */
   n = s->ops->wait(s->poller, s->events, s->events_max, timeout);
   if (timeout != 0)
     shard__end_sleep(s);
@@ -544,6 +553,8 @@ static void iterate(shard *s)
     ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: %s wait failed: %s", s->id, s->ops->name,
                     strerror(-n));
   update_now(s);
+  if (s->ops->sent != NULL)
+    shard__wb_complete(s);
   if (n > 0)
     dispatch_ready(s, n);
   shard__timers_run(s);
@@ -593,6 +604,7 @@ static void *shard_main(void *arg)
   update_now(s);
   shard__mailbox_flush(s);
   run_local(s);
+  shard__wb_stop(s); /* the ring is this thread's: nothing may stay in flight past here */
   fw__alloc_thread_exit();
   self = NULL;
   ec__fetch_add(&running, -1); /* read by ec_framework_run's wait */
@@ -684,6 +696,7 @@ static void shard_fini(shard *s)
   }
   if (s->poller)
     s->ops->destroy(s->poller);
+  shard__wb_fini(s); /* orphans' buffers: the poller no longer points into them */
   shard__wakefd_close(s);
   ec_free(MEMTYPE_FD_TABLE, s->fd_events);
   ec_free(MEMTYPE_FD_TABLE, s->fd_gens);
@@ -749,6 +762,24 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
                     poller_name ? poller_name : "auto");
     return -EINVAL;
   }
+  if (ops->send != NULL) {
+    /* uring needs a recent kernel and io_uring allowed (sysctl io_uring_disabled,
+     * container seccomp profiles): try it once, else every shard uses epoll. */
+    void *probe = NULL;
+    int prc = ops->create(&probe, 16);
+
+    if (prc == 0) {
+      ops->destroy(probe);
+    } else {
+      int asked = poller_name != NULL && strcmp(poller_name, "auto") != 0;
+
+      ec_debug_printf(asked ? DWARNING : DINFO, EC_LOG_SHARD,
+                      "poller %s is not usable here (%s); using epoll", ops->name, strerror(-prc));
+      ops = shard__poller_by_name("epoll");
+      if (ops == NULL)
+        return prc;
+    }
+  }
   /* The mailbox and the sleeping flag sit on cache lines of their own (CK_CC_CACHELINE),
    * which the memtyped allocator's 16-byte alignment would not honour. */
   shards = aligned_alloc(CK_MD_CACHELINE, sizeof(*shards) * (size_t)n);
@@ -765,6 +796,8 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
     rc = shard_init(&shards[i], i, ops, mailbox_budget, events_per_wait);
     shards[i].timer_budget = timer_budget > 0 ? timer_budget : 1;
     shards[i].timer_slack_ns = ec_config_get_int("event_loop.timer_slack_ns", 1000);
+    shards[i].wb_linger_ns =
+        (int64_t)(ec_config_get_double("event_loop.write_behind_linger", 30.0) * 1e9);
     shards[i].tsc_on = tsc_on;
     /* With more shards than CPUs a polling shard takes the CPU from the very threads it
      * waits for (Seastar's --overprovisioned turns its idle poll off the same way). */

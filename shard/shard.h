@@ -146,6 +146,11 @@ typedef struct shard {
   uint64_t drain_deadline;
   unsigned handoff_rr;
 
+  /* Write-behind (shard/wbuf.c). */
+  struct shard__wb *wb_dirty;   /* output written this iteration, for the next wait */
+  struct shard__wb *wb_orphans; /* output of Events that are gone, still being sent */
+  int64_t wb_linger_ns;         /* event_loop.write_behind_linger */
+
   Event *event_cache; /* freed Events kept for reuse, linked through `closure` (event.c) */
   int event_cache_n;
 
@@ -232,6 +237,27 @@ void shard__watchdog_stop(void);
 
 /* Describes a function for a log line: its symbol, or FILE+0xOFFSET for addr2line. */
 void shard__fn_name(void (*fn)(void), char *buf, size_t len);
+
+/* ---- shard/wbuf.c: write-behind (owner thread) ---------------------------------------- */
+
+typedef struct shard__wb shard__wb;
+
+/* event_write / gathered writes of a write-behind Event: queued. Bytes taken or -1. */
+ssize_t shard__wb_writev(Event *e, const struct iovec *iov, int cnt, int *needmask);
+/* Before the wait: hands the iteration's output to the poller. */
+void shard__wb_submit(shard *s);
+/* After the wait: takes the sends' outcomes, delivers held-back E_WRITE. */
+void shard__wb_complete(shard *s);
+/* 1 if E_WRITE readiness must be held back from `e` now (output in flight). */
+int shard__wb_held(Event *e);
+/* The Event is closing or going away: its output is finished by an orphan. */
+void shard__wb_detach(Event *e);
+/* The shard thread leaves its loop: last output out, the rest cancelled (poller stop). */
+void shard__wb_stop(shard *s);
+/* event_post_dup: the output now belongs to `e`. */
+void shard__wb_rebind(shard__wb *wb, Event *e);
+/* Shard teardown, after the poller: frees orphans. */
+void shard__wb_fini(shard *s);
 
 /* ---- shard/clock.c ---------------------------------------------------------------------- */
 

@@ -416,7 +416,7 @@ static void t_set_errors(void)
                                       "(got 5000)"},
       {"event_loop=1", "--set 'event_loop=1': 'event_loop' is a group; set one of its members"},
       {"event_loop.poller=select", "--set 'event_loop.poller=select': 'event_loop.poller' must "
-                                   "be one of auto, epoll, poll, kqueue (got 'select')"},
+                                   "be one of auto, epoll, uring, poll, kqueue (got 'select')"},
       {"log.queue_size=1000", "--set 'log.queue_size=1000': 'log.queue_size' must be a power "
                               "of two (got 1000)"},
       {"debug_flags.debug=LOG1",
@@ -537,7 +537,7 @@ static void t_bad_settings_rejected(void)
       {"event_loop = { mailbox_budget = 0; };",
        "<t>:1: 'event_loop.mailbox_budget' must be between 1 and 1048576 (got 0)"},
       {"event_loop = { poller = \"select\"; };",
-       "<t>:1: 'event_loop.poller' must be one of auto, epoll, poll, kqueue (got 'select')"},
+       "<t>:1: 'event_loop.poller' must be one of auto, epoll, uring, poll, kqueue (got 'select')"},
       {"event_loop = 5;", "<t>:1: 'event_loop' must be a group { ... }"},
       {"log = { level = \"loud\"; };", "<t>:1: 'log.level' must be a level name (debug, info, "
                                        "notice, warning, error, critical) (got 'loud')"},

@@ -413,6 +413,8 @@ struct writer {
   int err;
   int wrong_mask; /* a dispatch without the needmask it asked for */
   int asked;
+  int wb;    /* switch write-behind on at the first dispatch */
+  int calls; /* dispatches */
 };
 
 static int writer_cb(Event *event, int eventtype, void *closure, struct timeval *now)
@@ -423,6 +425,9 @@ static int writer_cb(Event *event, int eventtype, void *closure, struct timeval 
 
   if (w->asked && !(eventtype & w->asked))
     w->wrong_mask++;
+  if (w->wb && w->calls == 0 && ec_event_write_behind(event, 1) < 0)
+    w->wrong_mask += 1000;
+  w->calls++;
   if (w->st.needmask)
     rc = event_io_retry(event, &w->st);
   while (rc != EVENT_IO_ERROR && w->queued < w->total && ec_event_io_pending(&w->st) < 65536) {
@@ -509,6 +514,210 @@ static void t_peer_reset_mid_write(void)
   sv[0] = -1;
   stop_shards();
   ASSERT_EQ(unit_live(MEMTYPE_BUF_STORAGE), live0);
+}
+
+/* ---- write-behind ------------------------------------------------------------------------ */
+
+/* 1 if the shards' poller carries write-behind output (uring); elsewhere write-behind is
+ * switched on but writes go out at once, and the same tests hold. */
+static int carried(void)
+{
+  return strcmp(ec_poller_name(), "uring") == 0;
+}
+
+/* The large write again with write-behind: in order and intact through a tiny socket
+ * buffer (fast sends coming back short, slow sends parked on the socket, E_WRITE held back
+ * until they finish, the 256 KiB cap), then event_close with output still unsent: it goes
+ * out before the FIN. */
+static void t_wb_large_write(void)
+{
+  struct writer w = {.total = (size_t)unit_scale(6L << 20), .wb = 1};
+  int64_t live0 = unit_live(MEMTYPE_BUF_STORAGE);
+  unsigned char *got = malloc(w.total + 1);
+  size_t n;
+
+  ASSERT_NOT_NULL(got);
+  start_shards();
+  ASSERT_EQ(tcp_pair(sv, 4096), 0);
+  schedule_event(build_fd_event(sv[0], E_WRITE, 0, writer_cb, &w));
+  for (n = 0; n < w.total;) {
+    size_t want = 1 + (n % 3001);
+    size_t r = peer_read(sv[1], got + n, want, 5000);
+
+    if (r == 0)
+      break;
+    n += r;
+  }
+  ASSERT_UEQ(n, w.total);
+  ASSERT_EQ(pattern_check(got, 0, w.total), -1);
+  ASSERT_TRUE(unit_wait_ge(&w.done, 1, 5000));
+  ASSERT_TRUE(peer_sees_eof(sv[1], 5000));
+  ASSERT_GT(w.pendings, 10); /* the cap (uring) or the socket (elsewhere) pushed back */
+  ASSERT_EQ(w.wrong_mask, 0);
+  sv[0] = -1;
+  stop_shards();
+  free(got);
+  ASSERT_EQ(unit_live(MEMTYPE_BUF_STORAGE), live0);
+}
+
+/* A reset while write-behind output is parked on the socket: the next write fails with
+ * ECONNRESET or EPIPE, and nothing leaks. */
+static void t_wb_peer_reset(void)
+{
+  struct writer w = {.total = 64L << 20, .wb = 1};
+  int64_t live0 = unit_live(MEMTYPE_BUF_STORAGE);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  unsigned char buf[20000];
+
+  start_shards();
+  ASSERT_EQ(tcp_pair(sv, 4096), 0);
+  schedule_event(build_fd_event(sv[0], E_WRITE, 0, writer_cb, &w));
+  ASSERT_UEQ(peer_read(sv[1], buf, sizeof(buf), 5000), sizeof(buf));
+  ASSERT_EQ(pattern_check(buf, 0, sizeof(buf)), -1);
+  ASSERT_EQ(setsockopt(sv[1], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+  close(sv[1]); /* RST */
+  sv[1] = -1;
+  for (int i = 0; i < 5000 && ld(&w.done) == 0; i++)
+    usleep(1000);
+  ASSERT_EQ(ld(&w.done), -1);
+  ASSERT_TRUE(w.err == ECONNRESET || w.err == EPIPE);
+  ASSERT_TRUE(w.queued < w.total);
+  sv[0] = -1;
+  stop_shards();
+  ASSERT_EQ(unit_live(MEMTYPE_BUF_STORAGE), live0);
+}
+
+/* What one callback sees of its write-behind output, step by step (checked on the shard,
+ * reported through `bad`: the number of the first failed step). */
+struct wb_steps {
+  int peer;  /* the other end */
+  int bad;   /* first failed step, 0 if all passed */
+  int done;  /* atomic */
+  int freed; /* second Event: output left when the scheduler freed it */
+};
+
+static int wb_peek(int fd, char *buf, int len)
+{
+  int n = 0;
+
+  for (int i = 0; i < 200 && n < len; i++) {
+    ssize_t r = recv(fd, buf + n, (size_t)(len - n), MSG_DONTWAIT);
+
+    if (r > 0)
+      n += (int)r;
+    else if (r == 0)
+      break;
+    else
+      usleep(1000);
+  }
+  return n;
+}
+
+static int wb_steps_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  struct wb_steps *t = closure;
+  char got[16];
+  int need, step = 0;
+
+  (void)type;
+  (void)now;
+#define STEP(cond)                                                                                 \
+  do {                                                                                             \
+    step++;                                                                                        \
+    if (!(cond) && t->bad == 0)                                                                    \
+      t->bad = step;                                                                               \
+  } while (0)
+  STEP(ec_event_write_behind(e, 1) == 0);
+  STEP(event_write(e, "hello", 5, &need) == 5); /* taken whole */
+  if (carried())
+    STEP(recv(t->peer, got, sizeof(got), MSG_DONTWAIT) < 0 && errno == EAGAIN); /* not yet */
+  else
+    step++;
+  STEP(ec_event_flush(e) == 0);
+  STEP(wb_peek(t->peer, got, 5) == 5 && memcmp(got, "hello", 5) == 0);
+  /* After a flush the descriptor may be written directly, in order. */
+  STEP(event_write(e, "A", 1, &need) == 1);
+  STEP(ec_event_flush(e) == 0);
+  STEP(write(e->fd, "B", 1) == 1);
+  STEP(wb_peek(t->peer, got, 2) == 2 && memcmp(got, "AB", 2) == 0);
+  /* Switching it off with nothing waiting; on again; an opset is refused while on. */
+  STEP(ec_event_write_behind(e, 0) == 0 && e->_priv.wb == NULL);
+  STEP(ec_event_write_behind(e, 1) == 0);
+  /* Output left at event_close goes out before the FIN. */
+  STEP(event_write(e, "tail", 4, &need) == 4);
+  STEP(event_close(e) == 0);
+#undef STEP
+  st_rel(&t->done, 1);
+  return 0;
+}
+
+/* The scheduler frees an Event (callback returns 0, descriptor left open): its output
+ * still goes out. */
+static int wb_freed_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  struct wb_steps *t = closure;
+  int need;
+
+  (void)type;
+  (void)now;
+  if (ec_event_write_behind(e, 1) != 0 || event_write(e, "bye", 3, &need) != 3)
+    t->bad = 100;
+  st_rel(&t->freed, 1);
+  return 0;
+}
+
+static void t_wb_flush_close_free(void)
+{
+  struct wb_steps t = {0};
+  int64_t live0 = unit_live(MEMTYPE_BUF_STORAGE);
+  char got[16];
+  int pair[2] = {-1, -1};
+
+  start_shards();
+  ASSERT_EQ(tcp_pair(sv, 65536), 0);
+  t.peer = sv[1];
+  schedule_event(build_fd_event(sv[0], E_WRITE, 0, wb_steps_cb, &t));
+  ASSERT_TRUE(unit_wait_ge(&t.done, 1, 5000));
+  ASSERT_EQ(t.bad, 0);
+  ASSERT_UEQ(peer_read(sv[1], got, 4, 5000), 4);
+  ASSERT_EQ(memcmp(got, "tail", 4), 0);
+  ASSERT_TRUE(peer_sees_eof(sv[1], 5000));
+  sv[0] = -1;
+  ASSERT_EQ(tcp_pair(pair, 65536), 0);
+  schedule_event(build_fd_event(pair[0], E_WRITE, 0, wb_freed_cb, &t));
+  ASSERT_TRUE(unit_wait_ge(&t.freed, 1, 5000));
+  ASSERT_EQ(t.bad, 0);
+  ASSERT_UEQ(peer_read(pair[1], got, 3, 5000), 3);
+  ASSERT_EQ(memcmp(got, "bye", 3), 0);
+  close(pair[0]);
+  ASSERT_TRUE(peer_sees_eof(pair[1], 5000));
+  close(pair[1]);
+  stop_shards();
+  ASSERT_EQ(unit_live(MEMTYPE_BUF_STORAGE), live0);
+}
+
+/* Misuse gets an error, not a crash. */
+static void t_wb_bad_calls(void)
+{
+  Event *e;
+  int fds[2];
+
+  errno = 0;
+  ASSERT_EQ(ec_event_write_behind(NULL, 1), -1);
+  ASSERT_EQ(errno, EINVAL);
+  ASSERT_EQ(ec_event_flush(NULL), -1);
+  ASSERT_EQ(errno, EINVAL);
+  start_shards();
+  ASSERT_EQ(unix_pair(fds, 65536), 0);
+  e = build_fd_event(fds[0], E_READ, 0, writer_cb, NULL);
+  ASSERT_NOT_NULL(e);
+  ASSERT_EQ(ec_event_write_behind(e, 1), -1); /* not on a shard thread */
+  ASSERT_EQ(errno, EPERM);
+  ASSERT_EQ(ec_event_flush(e), 0); /* nothing to flush */
+  event_free(e);
+  close(fds[0]);
+  close(fds[1]);
+  stop_shards();
 }
 
 /* The seed's exact read: a callback reading 100,000 bytes into a (different) buffer per
@@ -687,6 +896,10 @@ static const unit_test tests[] = {
     UNIT_TEST(t_exact_read_many_segments),
     UNIT_TEST(t_exact_read_eof),
     UNIT_TEST(t_write_string_twice),
+    UNIT_TEST(t_wb_large_write),
+    UNIT_TEST(t_wb_peer_reset),
+    UNIT_TEST(t_wb_flush_close_free),
+    UNIT_TEST(t_wb_bad_calls),
     {NULL, NULL},
 };
 

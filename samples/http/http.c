@@ -397,6 +397,11 @@ static int pump_file(http_conn *c, int *need)
 {
   uint64_t burst = 0;
 
+  /* sendfile(2) writes to the socket directly: the head must be out before it. */
+  if (!(c->flags & CF_TLS) && c->file_left > 0 && ec_event_flush(c->e) < 0) {
+    *need = E_WRITE;
+    return errno == EAGAIN ? 1 : -1;
+  }
   while (c->file_left > 0) {
     if (!(c->flags & CF_TLS)) {
       off_t off = (off_t)c->file_off;
@@ -1019,7 +1024,17 @@ static int conn_close(http_shard *sh, http_conn *c)
  * still sends for a while, so that it reads the answer rather than a reset. */
 static int start_linger(http_shard *sh, http_conn *c)
 {
-  if ((c->flags & CF_TLS) || shutdown(c->e->fd, SHUT_WR) < 0)
+  if (c->flags & CF_TLS)
+    return conn_close(sh, c);
+  /* The answer may still be with the shard (write-behind): out first, then the FIN. */
+  if (ec_event_flush(c->e) < 0) {
+    if (errno != EAGAIN)
+      return conn_close(sh, c);
+    c->phase = PH_SEND;
+    c->deadline_ms = sh->now_ms + (uint64_t)cfg.send_ms;
+    return E_WRITE; /* comes back here (CF_CLOSE) once it has gone */
+  }
+  if (shutdown(c->e->fd, SHUT_WR) < 0)
     return conn_close(sh, c);
   c->phase = PH_LINGER;
   c->deadline_ms = sh->now_ms + LINGER_MS;
@@ -1257,6 +1272,8 @@ static int http_start(Event *e, const ec_accept_info *info, void *closure)
   c->shard = (uint16_t)idx;
   if (ec_ssl_is_event_ssl(e))
     c->flags |= CF_TLS;
+  else
+    (void)ec_event_write_behind(e, 1); /* answers go out with the shard's next wait */
   c->next = sh->conns;
   if (sh->conns)
     sh->conns->prev = c;

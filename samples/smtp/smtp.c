@@ -1409,6 +1409,8 @@ static int smtp_cb(Event *e, int eventtype, void *closure, struct timeval *now)
     if (s->starttls) {
       /* The 220 is out: switch to TLS. Plaintext read ahead is dropped by ec_ssl_starttls;
        * the session forgets what it knew (RFC 3207 4.2) and waits for the new EHLO. */
+      if (ec_event_flush(e) < 0) /* the 220 may still be with the shard (write-behind) */
+        return errno == EAGAIN ? E_WRITE : session_end(e, s);
       s->starttls = 0;
       rc = ec_ssl_starttls(e, s->tls_ctx, &s->in);
       if (rc < 0) {
@@ -1520,6 +1522,8 @@ static int smtp_start(Event *e, const ec_accept_info *info, void *closure)
   snprintf(s->helo_name, sizeof(s->helo_name), "unknown");
   e->callback = smtp_cb;
   e->closure = s;
+  if (!s->tls)
+    (void)ec_event_write_behind(e, 1); /* replies go out with the shard's next wait */
   STAT_ADD(s->sh, sessions, 1);
   if (set->command_timeout > 0 || set->data_timeout > 0) {
     double t = set->command_timeout;
