@@ -689,10 +689,10 @@ static void t_wb_flush_close_free(void)
   ASSERT_EQ(t.bad, 0);
   ASSERT_UEQ(peer_read(pair[1], got, 3, 5000), 3);
   ASSERT_EQ(memcmp(got, "bye", 3), 0);
+  stop_shards(); /* the shard may still be retiring the Event: close its descriptor after */
   close(pair[0]);
   ASSERT_TRUE(peer_sees_eof(pair[1], 5000));
   close(pair[1]);
-  stop_shards();
   ASSERT_EQ(unit_live(MEMTYPE_BUF_STORAGE), live0);
 }
 
