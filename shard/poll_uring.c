@@ -192,7 +192,7 @@ static void uring_stop(void *state)
       sqe->user_data = UD_CANCEL;
     }
     for (int i = 0; i < EXIT_WAITS && (st->ew_inflight || st->slow_inflight > 0); i++) {
-      struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+      struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10000000} /* 10 ms */;
       struct io_uring_cqe *cqe;
       int ignored = -1, intr = 0;
 

@@ -33,8 +33,8 @@
 /* Output a write-behind Event may have waiting before its writes see EAGAIN; and a write
  * at least this big, made with nothing waiting, is sent directly (copying it costs more
  * than the system call it would save). */
-#define WB_MAX    (256 * 1024)
-#define WB_DIRECT (64 * 1024)
+#define WB_MAX    ((size_t)256 * 1024)
+#define WB_DIRECT ((size_t)64 * 1024)
 #define WB_MIN    1024
 
 struct shard__wb {
