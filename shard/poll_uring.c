@@ -244,14 +244,14 @@ static int uring_send(void *state, int fd, const void *buf, uint32_t len, void *
 {
   uring_state *st = state;
   struct io_uring_sqe *sqe;
-  int idx = -1;
+  int idx = -1, rc;
 
   if (((uintptr_t)tag & 3) != 0)
     return -EINVAL;
   if (st->stopped)
     return -ESHUTDOWN;
-  if (ring_ready(st) < 0)
-    return -ENOMEM;
+  if ((rc = ring_ready(st)) < 0)
+    return rc;
   /* The outcome slot first: a fast send cannot be issued without a place to report it. */
   if (!slow && (idx = done_push(st, tag, (int32_t)len, len)) < 0)
     return idx;
@@ -289,6 +289,11 @@ static int uring_sent(void *state, shard__send_done **done)
   int n = st->ndone;
 
   *done = st->done;
+  /* A fast send is done once the kernel has taken it. While submissions are still queued
+   * (an io_uring_enter failed: ENOMEM, EAGAIN), nothing is reported, so that no buffer the
+   * queue points into is reused; the next wait submits them and they report then. */
+  if (st->ring_open && io_uring_sq_ready(&st->ring) > 0)
+    return 0;
   st->ndone = 0;
   return n;
 }
