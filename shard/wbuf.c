@@ -468,23 +468,22 @@ void shard__wb_detach(Event *e)
   if (wb == NULL)
     return;
   e->_priv.wb = NULL;
-  if (s == NULL || s->id != e->_priv.owner) {
-    /* Not on its shard (a shard gone at shutdown): only what needs no ring. */
-    if (!wb->inflight) {
-      if (wb->qlen > 0)
-        send_q_now(wb);
-      wb_free(wb);
-    } else {
-      ec_debug_printf(DWARNING, EC_LOG_SHARD,
-                      "fd %d: Event freed off its shard while a send "
-                      "was in flight; its buffer is leaked",
-                      wb->fd);
-    }
+  if (s == NULL || s->id != e->_priv.owner)
+    s = NULL; /* not on its shard (a shard gone at shutdown): only what needs no ring */
+  else
+    dirty_remove(s, wb);
+  if (!wb->inflight && wb->qlen > 0)
+    send_q_now(wb); /* what the socket takes now goes now */
+  if (!wb->inflight && wb->qlen == 0) {
+    wb_free(wb);
     return;
   }
-  dirty_remove(s, wb);
-  if (!wb->inflight && (wb->qlen == 0 || wb->err || send_q_now(wb) != 1)) {
-    wb_free(wb);
+  if (s == NULL) {
+    ec_debug_printf(DWARNING, EC_LOG_SHARD,
+                    "fd %d: Event freed off its shard with output unsent; %s", wb->fd,
+                    wb->inflight ? "its buffer is leaked" : "dropped");
+    if (!wb->inflight)
+      wb_free(wb);
     return;
   }
   /* Output left: an orphan finishes it through a descriptor of its own, so that the
