@@ -246,6 +246,10 @@ static void collect_shards(ec_stats_writer *w)
                       "Mailbox polls before sleeping (event_loop.mailbox_spin_ns)", lb, st.spins);
     ec_stats_emit_u64(w, "ecshard_shard_mailbox_spin_hits_total", C,
                       "Mailbox polls before sleeping that found messages", lb, st.spin_hits);
+    ec_stats_emit_u64(w, "ecshard_shard_io_spins_total", C,
+                      "Readiness polls before sleeping (event_loop.io_spin_ns)", lb, st.io_spins);
+    ec_stats_emit_u64(w, "ecshard_shard_io_spin_hits_total", C,
+                      "Readiness polls before sleeping that found I/O", lb, st.io_spin_hits);
     ec_stats_emit_u64(w, "ecshard_shard_fds", G, "Descriptors registered with the poller", lb,
                       st.scheduled_fds);
     ec_stats_emit_u64(w, "ecshard_shard_poller_changes_total", C,

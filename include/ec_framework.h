@@ -92,6 +92,8 @@ typedef struct ec_shard_stats {
   uint64_t slow_callbacks;  /* timed callbacks that ran past watchdog.stall_threshold */
   uint64_t callbacks_timed; /* callbacks timed (watchdog.callback_timing on) */
   uint64_t callback_ns;     /* their total run time (histogram: ec_shard_callback_hist_get) */
+  uint64_t io_spins;        /* readiness polls before sleeping (event_loop.io_spin_ns) */
+  uint64_t io_spin_hits;    /* ... that found I/O, so the shard did not sleep */
   int busy;                 /* 1 while the shard runs (0 while it waits for work) */
   int stalled;              /* 1 while the watchdog sees an iteration past the stall threshold */
   int thread_id;            /* the shard thread's kernel id (0 before it runs) */

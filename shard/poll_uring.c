@@ -62,6 +62,7 @@ typedef struct uring_state {
   int nevs;
   int ew_inflight;        /* an epoll wait has been submitted and has not completed */
   int ew_stale;           /* ... by an earlier wait(): its events may be out of date */
+  int ew_fresh;           /* ... and it was issued by the last wait() or poll() */
   int slow_inflight;      /* slow sends not yet reported */
   int stopped;            /* stop() ran: no more requests */
   int ring_open;          /* the ring is set up (by the shard thread) */
@@ -328,6 +329,22 @@ static void reap(uring_state *st, int *events, int *interrupted)
   io_uring_cq_advance(&st->ring, seen);
 }
 
+/* What wait() and poll() return once the completions are reaped. */
+static int wait_result(uring_state *st, shard__poll_event *out, int events, int interrupted)
+{
+  /* Still in flight after returning: whatever it reports later is read late, unless the
+   * next call is a poll() with nothing run in between. */
+  if (st->ew_inflight) {
+    st->ew_fresh = !st->ew_stale;
+    st->ew_stale = 1;
+  }
+  if (events > 0)
+    shard__epoll_convert(st->evs, out, events);
+  if (events <= 0 && interrupted)
+    return -EINTR;
+  return events < 0 ? 0 : events;
+}
+
 static int uring_wait(void *state, shard__poll_event *out, int max, int64_t timeout_ns)
 {
   uring_state *st = state;
@@ -381,14 +398,31 @@ static int uring_wait(void *state, shard__poll_event *out, int max, int64_t time
       break;
     timeout_ns = 0;
   }
-  /* Still in flight after returning: whatever it reports later is read late. */
-  if (st->ew_inflight)
-    st->ew_stale = 1;
-  if (events > 0)
-    shard__epoll_convert(st->evs, out, events);
-  if (events <= 0 && interrupted)
-    return -EINTR;
-  return events < 0 ? 0 : events;
+  return wait_result(st, out, events, interrupted);
+}
+
+/*
+ * Called right after a wait() or poll() that returned nothing, with no callback run since:
+ * an epoll wait that the last call issued is still current, so what it reports now is
+ * taken. It completes through task work that the kernel runs when the shard enters it
+ * (COOP_TASKRUN), and flags in the ring meanwhile, so a poll that finds neither a
+ * completion nor the flag costs no system call.
+ */
+static int uring_poll(void *state, shard__poll_event *out, int max)
+{
+  uring_state *st = state;
+  int events = -1, interrupted = 0;
+
+  if (!st->ring_open || !st->ew_inflight || !st->ew_fresh || io_uring_sq_ready(&st->ring) > 0)
+    return uring_wait(state, out, max, 0);
+  if (io_uring_cq_ready(&st->ring) == 0) {
+    if (!(IO_URING_READ_ONCE(*st->ring.sq.kflags) & IORING_SQ_TASKRUN))
+      return 0;
+    io_uring_get_events(&st->ring); /* runs the task work: the completions are posted */
+  }
+  st->ew_stale = 0;
+  reap(st, &events, &interrupted);
+  return wait_result(st, out, events, interrupted);
 }
 
 const shard__poller_ops shard__poller_uring = {
@@ -397,6 +431,7 @@ const shard__poller_ops shard__poller_uring = {
     .destroy = uring_destroy,
     .ctl = uring_ctl,
     .wait = uring_wait,
+    .poll = uring_poll,
     .send = uring_send,
     .cancel = uring_cancel,
     .sent = uring_sent,

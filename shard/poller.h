@@ -46,6 +46,13 @@ typedef struct shard__poller_ops {
    * normal). Timeouts are rounded up, never down.
    */
   int (*wait)(void *state, shard__poll_event *out, int max, int64_t timeout_ns);
+  /*
+   * Optional: polls again right after a wait() or poll() that returned no events, with
+   * nothing run in between (the shard's readiness poll, shard.c). Same results as wait()
+   * with timeout 0; a backend whose wait stays in flight across calls can look at it
+   * without a system call. NULL: wait(..., 0) is used.
+   */
+  int (*poll)(void *state, shard__poll_event *out, int max);
 
   /* ---- optional: writes carried by the backend (NULL in backends that cannot) ---- */
   /*

@@ -530,25 +530,95 @@ static int spin_for_mail(shard *s, int64_t timeout)
   return 0;
 }
 
+/*
+ * Before sleeping after an iteration whose wait returned readiness: poll for readiness for
+ * up to the current window (event_loop.io_spin_ns). A peer in lock-step with the shard (an
+ * SMTP client waiting for each reply, a load generator) answers within tens of
+ * microseconds; a shard asleep by then must be woken, which the peer pays for in its send
+ * (and on a virtual machine with an interprocessor interrupt), and the shard in its own
+ * wakeup. A shard still polling is simply found ready. The mailbox is watched meanwhile.
+ * Returns what the last poll returned: readiness count, 0, or -errno. The first poll
+ * issues the write-behind sends queued by the iteration, as a wait does.
+ */
+static int spin_for_io(shard *s, int64_t timeout, uint64_t start)
+{
+  uint64_t limit = (uint64_t)s->io_spin;
+  int n;
+
+  if (timeout >= 0 && (uint64_t)timeout < limit)
+    limit = (uint64_t)timeout;
+  counter_add(&s->counters.io_spins, 1);
+  for (int first = 1;; first = 0) {
+    n = first || s->ops->poll == NULL ? s->ops->wait(s->poller, s->events, s->events_max, 0)
+                                      : s->ops->poll(s->poller, s->events, s->events_max);
+    if (n != 0 && n != -EINTR)
+      break;
+    if (shard__mailbox_pending(s) || fw__mono_ns() - start >= limit)
+      break;
+  }
+  if (n > 0)
+    counter_add(&s->counters.io_spin_hits, 1);
+  return n;
+}
+
+/*
+ * Adapts the poll window to how long the shard was idle before readiness came, as the
+ * kernel's haltpoll governor does for an idle CPU: idle past the longest window shrinks it
+ * (halved, then off), so a lightly loaded shard soon sleeps at once; readiness that came
+ * after the window closed but within the longest window grows it (from a quarter of it,
+ * doubling). `idle_ns` runs from the start of the poll, or of the wait when none ran.
+ */
+static void adapt_io_spin(shard *s, uint64_t idle_ns, int ready)
+{
+  if (idle_ns > (uint64_t)s->io_spin_max) {
+    s->io_spin /= 2;
+    if (s->io_spin < 1000)
+      s->io_spin = 0;
+  } else if (ready && idle_ns > (uint64_t)s->io_spin) {
+    s->io_spin = s->io_spin == 0 ? s->io_spin_max / 4 : s->io_spin * 2;
+    if (s->io_spin > s->io_spin_max)
+      s->io_spin = s->io_spin_max;
+  }
+}
+
 /* One iteration: wait, sample the clock once, then I/O, timers, mailbox, local requests
  * and recurrent functions, in that order. */
 static void iterate(shard *s)
 {
   int64_t timeout;
-  int n;
+  uint64_t idle_start = 0;
+  int n = 0, polled = 0;
 
   timeout = wait_timeout(s);
   if (timeout != 0 && s->mail_active && s->spin_ns > 0 && spin_for_mail(s, timeout))
     timeout = 0;
-  if (timeout != 0 && !shard__prepare_sleep(s))
-    timeout = 0;
-  if (timeout != 0)
-    counter_add(&s->counters.sleeps, 1);
   if (s->wb_dirty != NULL)
-    shard__wb_submit(s); /* written this iteration: sent by the wait itself */
-  n = s->ops->wait(s->poller, s->events, s->events_max, timeout);
-  if (timeout != 0)
-    shard__end_sleep(s);
+    shard__wb_submit(s); /* written this iteration: sent by the wait (or poll) itself */
+  if (timeout != 0 && s->io_spin_max > 0) {
+    idle_start = fw__mono_ns();
+    if (s->io_active && s->io_spin > 0) {
+      polled = 1;
+      n = spin_for_io(s, timeout, idle_start);
+      if (timeout > 0) { /* the poll used part of the time to the next deadline */
+        uint64_t spent = fw__mono_ns() - idle_start;
+
+        timeout = spent >= (uint64_t)timeout ? 0 : timeout - (int64_t)spent;
+      }
+    }
+  }
+  if (!polled || n == 0) {
+    if (timeout != 0 && !shard__prepare_sleep(s))
+      timeout = 0;
+    if (timeout != 0)
+      counter_add(&s->counters.sleeps, 1);
+    n = s->ops->wait(s->poller, s->events, s->events_max, timeout);
+    if (timeout != 0) {
+      shard__end_sleep(s);
+      if (s->io_spin_max > 0)
+        adapt_io_spin(s, fw__mono_ns() - idle_start, n > 0);
+    }
+  }
+  s->io_active = n > 0;
   if (n < 0 && n != -EINTR)
     ec_debug_printf(DERROR, EC_LOG_SHARD, "shard %d: %s wait failed: %s", s->id, s->ops->name,
                     strerror(-n));
@@ -803,6 +873,10 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
      * waits for (Seastar's --overprovisioned turns its idle poll off the same way). */
     shards[i].spin_ns =
         n > fw__cpu_count() ? 0 : ec_config_get_int("event_loop.mailbox_spin_ns", 20000);
+    /* Off by default: it pays only with a CPU to spare and peers close enough to answer
+     * within the window (docs/architecture.md section 3.3). */
+    shards[i].io_spin_max = n > fw__cpu_count() ? 0 : ec_config_get_int("event_loop.io_spin_ns", 0);
+    shards[i].io_spin = shards[i].io_spin_max;
     if (rc < 0)
       ec_debug_printf(DERROR, EC_LOG_SHARD,
                       "shard %d: cannot set up its %s poller and wakeup descriptors: %s", i,
@@ -1049,6 +1123,8 @@ int ec_shard_stats_get(int id, ec_shard_stats *out)
   out->sleeps = ec__load(&s->counters.sleeps);
   out->spins = ec__load(&s->counters.spins);
   out->spin_hits = ec__load(&s->counters.spin_hits);
+  out->io_spins = ec__load(&s->counters.io_spins);
+  out->io_spin_hits = ec__load(&s->counters.io_spin_hits);
   out->syscalls_ctl = ec__load(&s->counters.ctl);
   out->scheduled_fds = ec__load(&s->counters.scheduled_fds);
   out->timers_fired = ec__load(&s->counters.timers_fired);

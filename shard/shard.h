@@ -72,8 +72,10 @@ struct shard__counters {
   uint64_t dispatched;
   uint64_t messages;
   uint64_t sleeps;
-  uint64_t spins;     /* mailbox polls before a sleep (spin_for_mail) */
-  uint64_t spin_hits; /* ... that found messages, so the shard did not sleep */
+  uint64_t spins;        /* mailbox polls before a sleep (spin_for_mail) */
+  uint64_t spin_hits;    /* ... that found messages, so the shard did not sleep */
+  uint64_t io_spins;     /* readiness polls before a sleep (spin_for_io) */
+  uint64_t io_spin_hits; /* ... that found I/O, so the shard did not sleep */
   uint64_t ctl;
   uint64_t scheduled_fds;
   uint64_t timers_fired;
@@ -162,6 +164,9 @@ typedef struct shard {
   long long timer_slack_ns; /* event_loop.timer_slack_ns: PR_SET_TIMERSLACK of the thread */
   long long spin_ns;        /* event_loop.mailbox_spin_ns: poll the mailbox before sleeping */
   int mail_active;          /* the last iteration handled mailbox messages */
+  int64_t io_spin_max;      /* event_loop.io_spin_ns: longest readiness poll before sleeping */
+  int64_t io_spin;          /* the current poll window, adapted between 0 and io_spin_max */
+  int io_active;            /* the last iteration's wait returned readiness */
   int mail_left;            /* the last drain used its whole budget: messages may wait */
   struct shard__counters counters;
 

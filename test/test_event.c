@@ -789,6 +789,94 @@ static void t_placement(void)
   finish();
 }
 
+/* ---- polling for readiness before sleeping (event_loop.io_spin_ns) --------------------------- */
+
+/* Echoes every byte back: the shard's half of a lock-step conversation. */
+static int echo_cb(Event *e, int type, void *closure, struct timeval *now)
+{
+  int *echoed = closure;
+  int need = -1, n;
+  char c;
+
+  (void)type;
+  (void)now;
+  while ((n = event_read(e, &c, 1, &need)) == 1) {
+    if (event_write(e, &c, 1, &need) != 1)
+      return 0;
+    bump(echoed);
+  }
+  return n < 0 && errno == EAGAIN ? need : 0;
+}
+
+/* `n` round trips of one byte over sv[1], each sent `gap_us` after the last answer. */
+static int round_trips(int n, int gap_us)
+{
+  for (int i = 0; i < n; i++) {
+    struct pollfd p = {.fd = sv[1], .events = POLLIN};
+    char c = 'x';
+
+    if (gap_us > 0)
+      usleep((useconds_t)gap_us);
+    if (write(sv[1], &c, 1) != 1 || poll(&p, 1, 5000) != 1 || read(sv[1], &c, 1) != 1)
+      return -1;
+  }
+  return 0;
+}
+
+static void start_with(const char *config)
+{
+  ec_framework_options o = unit_options(1);
+
+  o.config_text = config;
+  CU_ASSERT_EQUAL_FATAL(ec_framework_init(&o), 0);
+  CU_ASSERT_EQUAL_FATAL(ec_framework_start(), 0);
+  CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+}
+
+static void t_io_spin(void)
+{
+  ec_shard_stats a, b, c;
+  int echoed = 0;
+
+  /* A 1 ms window: long enough for this thread's next byte, even under a sanitizer. */
+  start_with("event_loop = { io_spin_ns = 1000000; };");
+  schedule_event(build_fd_event(sv[0], E_READ, 0, echo_cb, &echoed));
+  ASSERT_EQ(round_trips(2000, 0), 0);
+  ASSERT_TRUE(unit_wait_ge(&echoed, 2000, 5000)); /* counted just after the write */
+  ec_shard_stats_get(0, &a);
+  ASSERT_TRUE(a.io_spins >= 1);
+  ASSERT_TRUE(a.io_spin_hits >= 1); /* the next byte found the shard polling */
+  ASSERT_TRUE(a.io_spin_hits <= a.io_spins);
+  /* Round trips 5 ms apart: every poll misses and halves the window (1 ms to off takes
+   * 11 misses), and idle periods longer than the setting never grow it back. */
+  ASSERT_EQ(round_trips(20, 5000), 0);
+  ec_shard_stats_get(0, &b);
+  ASSERT_TRUE(b.io_spins - a.io_spins <= 12);
+  ASSERT_UEQ(b.io_spin_hits, a.io_spin_hits);
+  ASSERT_EQ(round_trips(10, 5000), 0);
+  ec_shard_stats_get(0, &c);
+  ASSERT_UEQ(c.io_spins, b.io_spins); /* off: the shard sleeps at once */
+  /* Back-to-back traffic again: sleeps shorter than the setting grow the window back.
+   * (Whether the polls then hit depends on where the scheduler runs this thread: on the
+   * shard's CPU it waits for the poll to end.) */
+  ASSERT_EQ(round_trips(2000, 0), 0);
+  ec_shard_stats_get(0, &c);
+  ASSERT_TRUE(c.io_spins > b.io_spins);
+  ASSERT_TRUE(unit_wait_ge(&echoed, 4030, 5000));
+  ASSERT_EQ(load(&echoed), 4030);
+  finish();
+
+  /* The default (0): no polling. */
+  echoed = 0;
+  start_with(NULL);
+  schedule_event(build_fd_event(sv[0], E_READ, 0, echo_cb, &echoed));
+  ASSERT_EQ(round_trips(500, 0), 0);
+  ec_shard_stats_get(0, &a);
+  ASSERT_UEQ(a.io_spins, 0);
+  ASSERT_UEQ(a.io_spin_hits, 0);
+  finish();
+}
+
 static const unit_test tests[] = {
     UNIT_TEST(t_read_dispatch),
     UNIT_TEST(t_level_triggered),
@@ -811,6 +899,7 @@ static const unit_test tests[] = {
     UNIT_TEST(t_stale_readiness),
     UNIT_TEST(t_clock_and_recurrent),
     UNIT_TEST(t_placement),
+    UNIT_TEST(t_io_spin),
     {NULL, NULL},
 };
 
