@@ -3,6 +3,7 @@
 #
 #   perf/run-smtp.sh        # RUNS=5 SESSIONS=20 SIZE=1024 MESSAGES=20000 PMESSAGES=100000
 #                           # SPOOL_MESSAGES=5000 SHARDS="1 2" INSTR_N=5000 COST=1 SINK=1 SPOOL=1
+#                           # SPIN=50000 SPIN_SHARDS=1
 #   perf/run-smtp.sh --summarize perf/results/smtp-DATE.txt   # tables and plot again
 #
 # With the perf-anchors harness ($root/../shared/perf-anchors), interleaved run by run:
@@ -10,6 +11,9 @@
 #     (lock-step, connection kept), smtp-pipeline -n (lock-step C client) and smtp-pipeline
 #     (PIPELINING), SESSIONS sessions, SIZE-byte messages; median of RUNS runs, with the
 #     server's CPU time per message, and smtp-source's own (perf/tools/cpu-of runs it);
+#     at each shard count in SPIN_SHARDS, a second ecshardd with event_loop.io_spin_ns=SPIN
+#     (polling before sleeping, docs/architecture.md 3.3) runs in the same rotation
+#     (SPIN="" leaves it out), and its syscalls and context switches per message are counted;
 #  2. spool mode (fsync per message) with smtp-source -d and smtp-pipeline, and the fsyncs
 #     per message (strace);
 #  3. cost per message on one shard (COST=1): syscalls (perf tracepoint) for smtp-source -d
@@ -31,6 +35,7 @@ SESSIONS="${SESSIONS:-20}" SIZE="${SIZE:-1024}" MESSAGES="${MESSAGES:-20000}"
 PMESSAGES="${PMESSAGES:-100000}" SPOOL_MESSAGES="${SPOOL_MESSAGES:-5000}"
 SHARDS="${SHARDS:-1 2}" INSTR_N="${INSTR_N:-5000}" COST="${COST:-1}"
 SINK="${SINK:-1}" SPOOL="${SPOOL:-1}" # SINK=0 / SPOOL=0 / COST=0 skip parts 1 / 2 / 3
+SPIN="${SPIN-50000}" SPIN_SHARDS="${SPIN_SHARDS:-1}" # the io_spin_ns variant (SPIN="": none)
 
 # ---- tables and plot ---------------------------------------------------------------------
 # summarize RAW: RAW.md (tables) and RAW.svg (plot) next to the raw file RAW.txt.
@@ -38,7 +43,7 @@ summarize() {
 python3 - "$1" "${1%.txt}" "$SESSIONS" "$SIZE" "$RUNS" <<'EOF'
 import re, statistics, sys
 raw, base, sessions, size, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-rate, cpu, ccpu, sysc, instr, fsync, files = {}, {}, {}, {}, {}, {}, []
+rate, cpu, ccpu, sysc, instr, fsync, files, csw = {}, {}, {}, {}, {}, {}, [], {}
 for line in open(raw):
     kv = dict(re.findall(r"(\w+)=(\S+)", line))
     label = kv.get("label", "")
@@ -53,6 +58,7 @@ for line in open(raw):
         fsync[label.split(":")[0]] = float(m.group(1)) if m else 0.0
     elif line.startswith("syscall-count"):
         sysc[label] = float(kv["syscalls_per_unit"])
+        csw[label] = (float(kv.get("cs_per_unit", "nan")), float(kv.get("cpu_us_per_unit", "nan")))
     elif line.startswith("instr-per-request"):
         instr[label] = int(kv["instructions_per_request"])
     elif line.startswith("spool-files"):
@@ -62,19 +68,22 @@ clients = [("source-d", "smtp-source -d (lock-step)", "smtp-source -d"),
            ("pipeline-n", "smtp-pipeline -n (lock-step)", "pipeline -n"),
            ("pipeline", "smtp-pipeline (PIPELINING)", "PIPELINING")]
 servers = sorted({l.split(":")[0] for l in rate if l.startswith("ecshard-sink")}) + ["smtp-sink"]
+spins = sorted({l.split(":")[0] for l in rate if l.startswith("ecshard-spin")})
+servers = servers[:-1] + spins + servers[-1:]
 md = ["## Throughput, sink mode (%s sessions, %s-byte messages; median of %d runs)" %
       (sessions, size, runs), "",
-      "| client | " + " | ".join(servers) + " | ratio (best ecshard / smtp-sink) |",
+      "| client | " + " | ".join(servers) + " | ratio (best ecshard default / smtp-sink) |",
       "|---|" + "---|" * (len(servers) + 1)]
 dat = open(base + ".dat", "w")
-title = lambda srv: ("ecshard, %s shard%s" % (srv.rsplit("-", 1)[1], "s" if srv[-1] != "1" else "")
+title = lambda srv: ("ecshard, %s shard%s%s" % (srv.rsplit("-", 1)[1], "s" if srv[-1] != "1" else "",
+                                                ", io_spin" if "spin" in srv else "")
                      if srv.startswith("ecshard") else srv)
 dat.write("# columns %d\n" % (len(servers) + 1))
 dat.write("client " + " ".join('"%s"' % title(x) for x in servers) + "\n")
 for key, name, short in clients:
     vals = [med(rate.get("%s:%s" % (s, key), [])) for s in servers]
     cpus = [med(cpu.get("%s:%s" % (s, key), [])) for s in servers]
-    best = max(vals[:-1]) if len(vals) > 1 else float("nan")
+    best = max(v for s, v in zip(servers, vals) if s.startswith("ecshard-sink")) if len(vals) > 1 else float("nan")
     md.append("| %s | " % name + " | ".join("%.0f msg/s (%.1f us CPU/msg)" % (v, c) for v, c in zip(vals, cpus))
               + " | %.2fx |" % (best / vals[-1] if vals[-1] else float("nan")))
     dat.write('"%s" ' % short + " ".join("%.0f" % v for v in vals) + "\n")
@@ -93,6 +102,17 @@ if ccpu:
             c, v = med(ccpu.get("%s:%s" % (s, key), [])), med(rate.get("%s:%s" % (s, key), []))
             cells.append("%.1f us (%.0f%%)" % (c, c * v / 1e4))
         md.append("| %s | " % name + " | ".join(cells) + " |")
+spin_rows = [(s, s.replace("spin", "sink")) for s in spins]
+if any(("%s:source-d-s%s" % (s, sessions)) in sysc for s, _ in spin_rows):
+    md += ["", "## Polling before sleeping (event_loop.io_spin_ns), smtp-source -d -s %s" % sessions, "",
+           "| server | msg/s (median) | syscalls/msg | context switches/msg | server CPU us/msg |",
+           "|---|---|---|---|---|"]
+    for s, plain in spin_rows:
+        for srv in (plain, s):
+            k = "%s:source-d-s%s" % (srv, sessions)
+            if k in sysc:
+                md.append("| %s | %.0f | %.2f | %.3f | %.1f |" % (title(srv), med(rate.get(srv + ":source-d", [])),
+                          sysc[k], csw[k][0], csw[k][1]))
 md += ["", "## Spool mode (fsync per message; median of runs)", "",
        "| shards | smtp-source -d msg/s | smtp-pipeline msg/s | fsyncs/msg | files in new/ = messages |", "|---|---|---|---|---|"]
 for s in sorted({l.split(":")[0] for l in rate if l.startswith("ecshard-spool")}):
@@ -151,10 +171,11 @@ smtp_source=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 
 # A random high port pair for this run (pa_port_free refuses ports in use).
 base=$((20000 + RANDOM % 20000))
-ec_port=$base sink_port=$((base + 1))
-ec_pid="" sink_pid=""
+ec_port=$base sink_port=$((base + 1)) spin_port=$((base + 2))
+ec_pid="" sink_pid="" spin_pid=""
 cleanup() {
   [[ -n "$ec_pid" ]] && "$PA/stop-server.sh" "$ec_pid" >/dev/null 2>&1
+  [[ -n "$spin_pid" ]] && "$PA/stop-server.sh" "$spin_pid" >/dev/null 2>&1
   [[ -n "$sink_pid" ]] && "$PA/stop-server.sh" "$sink_pid" >/dev/null 2>&1
   true
 }
@@ -171,6 +192,15 @@ ec_cmd() {
 ec_start() {
   # shellcheck disable=SC2046 # word splitting of ec_cmd is intended (no spaces in paths)
   ec_pid=$("$PA/start-cmd.sh" "127.0.0.1:$ec_port" -- $(ec_cmd "$@") | tail -1)
+}
+spin_start() { # the io_spin_ns variant, beside the first (its own port, no admin listener)
+  local shards=$1
+  shift
+  # shellcheck disable=SC2046
+  spin_pid=$("$PA/start-cmd.sh" "127.0.0.1:$spin_port" -- $(ec_port=$spin_port ec_cmd "$shards" \
+    --set listener.admin.enabled=false --set listener.console.enabled=false \
+    --set listener.http.enabled=false --set listener.https.enabled=false \
+    --set "event_loop.io_spin_ns=$SPIN" "$@") | tail -1)
 }
 ec_stop() {
   "$PA/stop-server.sh" "$ec_pid" >/dev/null 2>&1 || true
@@ -210,11 +240,26 @@ clients() { # the three clients against one server: LABELPREFIX PORT PID
 for shards in ${SHARDS_SINK-$SHARDS}; do
   ec_start "$shards" --set 'smtp.mode="sink"'
   sink_pid=$("$PA/start-smtp-sink.sh" "$sink_port" 2>>"$out.stderr" | tail -1)
+  if [[ -n "$SPIN" && " $SPIN_SHARDS " == *" $shards "* ]]; then
+    spin_start "$shards" --set 'smtp.mode="sink"'
+  fi
   bl_log "sink mode, $shards shard(s): ecshardd pid $ec_pid, smtp-sink pid $sink_pid; $RUNS runs"
   for ((r = 1; r <= RUNS; r++)); do
     clients "ecshard-sink-$shards" "$ec_port" "$ec_pid"
+    if [[ -n "$spin_pid" ]]; then clients "ecshard-spin-$shards" "$spin_port" "$spin_pid"; fi
     clients "smtp-sink" "$sink_port" "$sink_pid"
   done
+  if [[ -n "$spin_pid" ]]; then
+    # What the polling trades: context switches for system calls, both per message.
+    for who in "ecshard-sink-$shards:$ec_pid:$ec_port" "ecshard-spin-$shards:$spin_pid:$spin_port"; do
+      IFS=: read -r name pid port <<<"$who"
+      LABEL="$name:source-d-s$SESSIONS" "$PA/syscall-count.sh" "$pid" "$MESSAGES" -- \
+        "$smtp_source" -d -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" "127.0.0.1:$port" 2>>"$out.stderr" |
+        tee -a "$out" >/dev/null || true
+    done
+    "$PA/stop-server.sh" "$spin_pid" >/dev/null 2>&1 || true
+    spin_pid=""
+  fi
   ec_stop
   "$PA/stop-server.sh" "$sink_pid" >/dev/null 2>&1 || true
   sink_pid=""
