@@ -844,7 +844,10 @@ int shard__create_all(int n, const char *poller_name, int mailbox_budget, int ev
       int asked = poller_name != NULL && strcmp(poller_name, "auto") != 0;
 
       ec_debug_printf(asked ? DWARNING : DINFO, EC_LOG_SHARD,
-                      "poller %s is not usable here (%s); using epoll", ops->name, strerror(-prc));
+                      "poller %s is not usable here (%s); using epoll", ops->name,
+                      prc == -ENOTSUP ? "under valgrind, which stops every thread while one "
+                                        "waits in io_uring_enter"
+                                      : strerror(-prc));
       ops = shard__poller_by_name("epoll");
       if (ops == NULL)
         return prc;
