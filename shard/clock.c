@@ -19,10 +19,10 @@
  * took less than 1/2048 of the interval, in TSC ticks (otherwise an interrupt between the
  * two reads could skew it): that error, 488 ppm at most, and the NTP slew together stay
  * under the margin. The base pair reads the TSC first, fenced, then the monotonic clock,
- * so the base errs late too. The TSC read at build time is not ordered (that is the
- * point): it may execute some cycles before the instructions that precede it and so read
- * a little early, and after a migration the other CPU's TSC may lag a little; the slack
- * (1 us) covers both.
+ * so the base errs late too (clock_base reads again a pair that a preemption split). The
+ * TSC read at build time is not ordered (that is the point): it may execute some cycles
+ * before the instructions that precede it and so read a little early, and after a
+ * migration the other CPU's TSC may lag a little; the slack (1 us) covers both.
  *
  * The kernel clock is read instead (one call; the pair it yields becomes the new base)
  * until the rate is measured (after the first 5 ms of iterations), when the TSC went
@@ -48,6 +48,7 @@
 #define CLOCK_LIMIT_NS     1000000u    /* beyond this since the base: the kernel clock */
 #define CLOCK_FIRST_CAL_NS 5000000u    /* first rate measurement after 5 ms */
 #define CLOCK_CAL_NS       1000000000u /* then every second */
+#define CLOCK_BASE_GAP_NS  5000u       /* a base pair read further apart is read again */
 
 #if HAVE_TSC
 static uint64_t tsc_ordered(void)
@@ -121,22 +122,47 @@ int shard__clock_mode(const char *setting)
   return 0;
 }
 
+#if HAVE_TSC
+/*
+ * Takes a new base pair: the TSC first, then the monotonic clock, so that the base errs
+ * late. A pair whose reads a preemption or an interrupt split would err late by all of it,
+ * and so would every extrapolation from it until the next base (timers then fire that much
+ * late): once the rate is known, a pair read more than 5 us apart is read again, twice at
+ * most (then the last one stands). *gap: how long the monotonic read took, in ticks.
+ */
+static void clock_base(shard *s, uint64_t *gap)
+{
+  uint64_t t, m, g;
+
+  for (int i = 0;; i++) {
+    t = tsc_ordered();
+    m = fw__mono_ns();
+    g = tsc_ordered() - t;
+    if (s->tsc_mult == 0 || g <= s->tsc_limit / (CLOCK_LIMIT_NS / CLOCK_BASE_GAP_NS) || i == 2)
+      break;
+  }
+  s->tsc_base = t;
+  s->tsc_mono = m;
+  *gap = g;
+}
+#endif
+
 uint64_t shard__clock_sample(shard *s)
 {
 #if HAVE_TSC
   if (s->tsc_on) {
-    uint64_t t = tsc_ordered(), m = fw__mono_ns(), gap, ticks;
+    uint64_t t, m, gap, ticks;
     unsigned __int128 q;
 
-    s->tsc_base = t;
-    s->tsc_mono = m;
+    clock_base(s, &gap);
+    t = s->tsc_base;
+    m = s->tsc_mono;
     if (s->cal_mono != 0 && t > s->cal_tsc &&
         m - s->cal_mono < (s->tsc_mult ? CLOCK_CAL_NS : CLOCK_FIRST_CAL_NS))
       return m; /* the usual case: no measurement due */
-    /* How long the monotonic read took, in ticks: an interrupt in between would skew the
+    /* `gap`, how long the monotonic read took: an interrupt in between would skew the
      * rate, so a measurement whose two ends took more than 1/2048 of it in all (488 ppm)
      * waits for a later end. */
-    gap = tsc_ordered() - t;
     ticks = t - s->cal_tsc;
     if (s->cal_mono != 0 && t > s->cal_tsc) {
       if (s->cal_gap + gap > ticks / 2048)
@@ -163,12 +189,11 @@ uint64_t shard__clock_now(shard *s)
 {
 #if HAVE_TSC
   if (s->tsc_mult != 0) {
-    uint64_t d = __rdtsc() - s->tsc_base;
+    uint64_t d = __rdtsc() - s->tsc_base, gap;
 
     if (d <= s->tsc_limit) /* a TSC behind the base wraps to a huge d */
       return s->tsc_mono + ((d * s->tsc_mult) >> 32) + CLOCK_SLACK_NS;
-    s->tsc_base = tsc_ordered();
-    s->tsc_mono = fw__mono_ns();
+    clock_base(s, &gap);
     return s->tsc_mono;
   }
 #endif
