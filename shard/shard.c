@@ -587,7 +587,7 @@ static void iterate(shard *s)
 {
   int64_t timeout;
   uint64_t idle_start = 0;
-  int n = 0, polled = 0;
+  int n = 0; /* stays 0 unless a readiness poll found something (or failed) */
 
   timeout = wait_timeout(s);
   if (timeout != 0 && s->mail_active && s->spin_ns > 0 && spin_for_mail(s, timeout))
@@ -597,7 +597,6 @@ static void iterate(shard *s)
   if (timeout != 0 && s->io_spin_max > 0) {
     idle_start = fw__mono_ns();
     if (s->io_active && s->io_spin > 0) {
-      polled = 1;
       n = spin_for_io(s, timeout, idle_start);
       if (timeout > 0) { /* the poll used part of the time to the next deadline */
         uint64_t spent = fw__mono_ns() - idle_start;
@@ -606,7 +605,7 @@ static void iterate(shard *s)
       }
     }
   }
-  if (!polled || n == 0) {
+  if (n == 0) {
     if (timeout != 0 && !shard__prepare_sleep(s))
       timeout = 0;
     if (timeout != 0)
